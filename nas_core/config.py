@@ -142,6 +142,33 @@ class RetrainConfig(Section):
     include_baseline: bool = True
 
 
+class AblationConfig(Section):
+    """Table-1 ablation on the channel-ratio space (dc-nas.md §4.1): ``num_archs``
+    separately trained networks (``epochs`` = η max on D~), the grid
+    ``eta_list`` × ``k_list`` (K=1 is global early stopping), random search
+    with a budget of ``int(rs_fraction * num_archs) + K`` fully trained
+    networks repeated ``rs_repeats`` times, full training for ``full_epochs``
+    on D. ``ground_truth`` fully trains every sampled network (regret,
+    Kendall tau). ``strides`` down-sample per layer (8x8 digits: 1,1,2,1,2,1)."""
+
+    base_widths: list[int] = Field(default_factory=lambda: [8, 8, 16, 16, 32, 32], min_length=6, max_length=6)
+    ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0], min_length=2)
+    strides: list[int] = Field(default_factory=lambda: [1, 1, 2, 1, 2, 1], min_length=6, max_length=6)
+    num_archs: int = Field(60, ge=2, le=15625)
+    epochs: int = Field(6, ge=2)
+    eta_list: list[int] = Field(default_factory=lambda: [2, 4, 6], min_length=1)
+    k_list: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], min_length=1)
+    features: Literal["output", "params"] = "output"
+    full_epochs: int = Field(10, ge=1)
+    rs_fraction: float = Field(0.01, ge=0.0, le=1.0)
+    rs_repeats: int = Field(20, ge=1)
+    ground_truth: bool = True
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
 class Params(Section):
     data: DataConfig = DataConfig()
     runtime: RuntimeConfig = RuntimeConfig()
@@ -154,6 +181,7 @@ class Params(Section):
     dcnas_cluster: DcnasClusterConfig = DcnasClusterConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     retrain: RetrainConfig = RetrainConfig()
+    ablation: AblationConfig = AblationConfig()
 
     @model_validator(mode="after")
     def _cross_section(self) -> "Params":
@@ -200,7 +228,23 @@ def _splits_leave_data(p: Params) -> None:
                               "must leave at least 10% of the data for training")
 
 
-CROSS_CHECKS = [_warmup_before_end, _k_not_above_samples, _feature_epochs_saved, _splits_leave_data]
+def _ablation_grid_fits(p: Params) -> None:
+    a = p.ablation
+    if any(r <= 0 for r in a.ratios) or len(set(a.ratios)) != len(a.ratios):
+        raise CrossFieldError("ablation.ratios", a.ratios, "distinct positive channel ratios")
+    if any(w < 1 for w in a.base_widths) or any(s not in (1, 2) for s in a.strides):
+        raise CrossFieldError("ablation.base_widths", a.base_widths, "widths >= 1 and ablation.strides in {1, 2}")
+    if any(not 2 <= e <= a.epochs for e in a.eta_list):
+        raise CrossFieldError("ablation.eta_list", a.eta_list,
+                              f"every eta must be in 2..ablation.epochs ({a.epochs}); eta=1 gives constant features")
+    budget = max(a.k_list) + int(a.rs_fraction * a.num_archs)
+    if min(a.k_list) < 1 or budget > a.num_archs:
+        raise CrossFieldError("ablation.k_list", a.k_list,
+                              f"K >= 1 and max(K) + int(rs_fraction * num_archs) <= ablation.num_archs ({a.num_archs})")
+
+
+CROSS_CHECKS = [_warmup_before_end, _k_not_above_samples, _feature_epochs_saved, _splits_leave_data,
+                _ablation_grid_fits]
 
 
 class ParamsError(ValueError):
