@@ -1,0 +1,133 @@
+"""The ``nasflow`` command. Bad params or data exit with code 2 and one
+line naming the key or file, the value and what is allowed."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from nas_core.config import ParamsError, load_params
+
+EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
+EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: worth retrying (service down)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from nas_core.data import DataError
+    from nas_core.registry import UnknownNameError
+
+    return (ParamsError, DataError, UnknownNameError)
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from tasks.runner import run_stage
+
+    metrics = run_stage(args.name, args.params)
+    print(f"[{args.name}] done: metrics/{args.name}.json ({len(metrics)} values)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from nas_core.data import load_source, make_splits
+
+    params = load_params(args.params)
+    source = load_source(params.data, Path.cwd())
+    splits = make_splits(source.train_targets, source.test_targets, params.data, params.subset, params.runtime.seed)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.indices.items())
+    shape = "x".join(map(str, source.input_shape))
+    print(f"{args.params}: OK")
+    print(f"data: {source.name} at {source.root}: {len(source.train_targets)} training images, "
+          f"{source.num_classes} classes, input {shape}")
+    print(f"splits: {sizes}")
+    return 0
+
+
+def registries() -> dict[str, Sequence[str]]:
+    from nas_core import spaces, strategies
+    from nas_core.data import SOURCES
+
+    out: dict[str, Sequence[str]] = {"dataset sources": SOURCES.names()}
+    for title, module, attr in (("search spaces", spaces, "SPACES"), ("ops", spaces, "OPS"),
+                                ("strategies", strategies, "STRATEGIES")):
+        registry = getattr(module, attr, None)
+        if registry is not None:
+            out[title] = registry.names()
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    for title, names in registries().items():
+        print(f"{title}: {', '.join(names)}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from nas_core.data import materialize_digits
+
+    params = load_params(args.params)
+    if params.data.source != "digits":
+        print(f"data.source = {params.data.source}: nothing to prepare (bring the files, `dvc add data`)")
+        return 0
+    root = Path(params.data.root)
+    folder = materialize_digits(root)
+    print(f"wrote scikit-learn's digits to {folder}")
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from flows.pipeline import main as pipeline_main
+
+    return pipeline_main(args)
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    module = importlib.import_module("flows.ablation")
+    return module.main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nasflow", description="Neural-architecture-search pipeline")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+        p.set_defaults(fn=fn)
+        return p
+
+    add("stage", cmd_stage, "run one dvc.yaml stage").add_argument("name")
+    add("check", cmd_check, "validate params and data")
+    add("list", cmd_list, "list registered datasets, spaces, ops and strategies")
+    add("prepare", cmd_prepare, "write the embedded default dataset under data/")
+    pipe = add("pipeline", cmd_pipeline, "run the whole DAG as the nas-pipeline Prefect flow")
+    pipe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a param (written to the params file so DVC sees it)")
+    pipe.add_argument("--stages", nargs="*", default=None, help="run only up to these stages")
+    abl = add("ablation", cmd_ablation, "run the channel-ratio Table-1 ablation flow")
+    abl.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from nas_core.strategies.base import NonFiniteLossError
+    from tasks.tracking import TrackingUnavailable
+
+    try:
+        return args.fn(args)
+    except _user_errors() as exc:
+        print(f"nasflow: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as exc:
+        print(f"nasflow: error: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except TrackingUnavailable as exc:
+        print(f"nasflow: error: {exc}", file=sys.stderr)
+        return EXIT_TEMPFAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""The ``nas-pipeline`` Prefect flow: the DAG of dvc.yaml, one Prefect task
+per stage, each running ``dvc repro --single-item <stage>`` so DVC's caching
+and dvc.lock stay the truth. One MLflow parent run per execution; stages
+find it through the NASFLOW_PARENT_RUN_ID environment variable."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run
+
+from nas_core.config import ParamsError, apply_overrides, load_params, read_params_file, validate_params
+from nas_core.io import atomic_path
+from flows.dag import stage_order
+from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dvc_lock_entry_hash, git_commit,
+                            tracking_uri)
+
+TRANSIENT_CODES = {75}  # EX_TEMPFAIL from `nasflow stage` (tracking server down)
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, code: int) -> None:
+        super().__init__(f"stage {stage!r} failed with exit code {code}")
+        self.stage, self.code = stage, code
+
+    @property
+    def transient(self) -> bool:
+        return self.code in TRANSIENT_CODES or self.code < 0  # killed by a signal
+
+
+def retry_transient(task_obj: Any, task_run: Any, state: Any) -> bool:
+    """Retry only failures that may pass: a server that was down, a stage
+    killed by a signal. Bad params (exit 2) and NaN (exit 3) never retry."""
+    exc = state.result(raise_on_failure=False)
+    return isinstance(exc, StageFailed) and exc.transient
+
+
+@task(name="dvc-stage", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient,
+      task_run_name="{stage}")
+def run_dvc_stage(stage: str, root: str, env: dict[str, str]) -> str:
+    """Run one stage through DVC, streaming its output into Prefect's log;
+    returns "ran" or "cached"."""
+    logger = get_run_logger()
+    cmd = ["dvc", "repro", "--single-item", stage]
+    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    skipped = False
+    for line in proc.stdout:  # type: ignore[union-attr]
+        line = line.rstrip()
+        if line:
+            logger.info(line)
+        skipped |= "didn't change, skipping" in line or "is cached - skipping" in line
+    code = proc.wait()
+    if code != 0:
+        raise StageFailed(stage, code)
+    return "cached" if skipped else "ran"
+
+
+def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
+    """Validate the merged params, then write them (atomically) so DVC sees
+    every change; the file is untouched when validation fails."""
+    raw = apply_overrides(read_params_file(params_file), overrides)
+    validate_params(raw, source=f"{params_file} with overrides")
+    with atomic_path(params_file) as tmp:
+        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+@flow(name="nas-pipeline", log_prints=True)
+def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
+                 overrides: dict[str, Any] | None = None, stages: list[str] | None = None) -> dict[str, Any]:
+    project = Path(root).resolve()
+    if overrides:
+        write_overrides(project / params_file, overrides)
+    params = load_params(project / params_file)
+    order = stage_order(project / "dvc.yaml", stages)
+    flow_run_id = str(flow_run.get_id() or "")
+    parent = RunLogger.start(tracking_uri(params, project), params.tracking.experiment, "pipeline", project,
+                             tags={"prefect.flow_run_id": flow_run_id, "nasflow.kind": "pipeline",
+                                   "mlflow.source.git.commit": git_commit(project)})
+    parent.log_params(params.model_dump(mode="json"))
+    env = {PARENT_ENV: parent.run_id, FLOW_RUN_ENV: flow_run_id, "NASFLOW_PROGRESS_INTERVAL": "10"}
+    status: dict[str, str] = {}
+    try:
+        for stage in order:
+            status[stage] = run_dvc_stage(stage, str(project), env)
+            parent.set_tags({f"stage.{stage}": status[stage],
+                             f"dvc.lock.{stage}": dvc_lock_entry_hash(project, stage)})
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    parent.end("FINISHED")
+    return {"parent_run_id": parent.run_id, "experiment_id": parent.experiment_id, "stages": status}
+
+
+def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
+    """What `make run` prints at the end: stage status, the result, where to look."""
+    lines = [f"stages: " + ", ".join(f"{s} ({st})" for s, st in result["stages"].items())]
+    retrain = project / "metrics" / "retrain.json"
+    chosen = project / "artifacts" / "retrain" / "chosen.json"
+    if retrain.is_file() and chosen.is_file():
+        m, c = json.loads(retrain.read_text()), json.loads(chosen.read_text())
+        lines.append(f"chosen architecture N*: {c.get('genotype', c)}")
+        lines.append(f"test accuracy: {m.get('chosen_test_acc', float('nan')):.4f}  "
+                     f"(FBNet argmax baseline: {m.get('baseline_test_acc', float('nan')):.4f})")
+    lines.append(f"metrics: {project / 'metrics'}   artifacts: {project / 'artifacts'}")
+    lines.append(f"MLflow: `make ui`, then http://127.0.0.1:5000/#/experiments/{result['experiment_id']}"
+                 f"/runs/{result['parent_run_id']} (parent run {result['parent_run_id']})")
+    return lines
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. subset.fraction=0.5")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    project = Path.cwd()
+    try:
+        result = nas_pipeline(str(project), args.params, parse_overrides(args.overrides), args.stages)
+    except StageFailed as exc:
+        print(f"nasflow: {exc} (its log is above)", file=sys.stderr)
+        return exc.code if exc.code > 0 else 1
+    print("\n".join(summary_lines(project, result)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(argparse.Namespace(params="params.yaml", overrides=[], stages=None)))
