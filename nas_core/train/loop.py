@@ -1,0 +1,98 @@
+"""Plain train/evaluate loops (STYLE.md 3): functions of a model, a loader
+and a device that return a dict of metrics; no logging framework inside.
+
+``forward(model, x) -> logits`` replaces ``model(x)`` (e.g. a supernet
+path); ``loss(model, x, y) -> (loss, logits)`` replaces forward + cross
+entropy (e.g. FBNet's latency-aware loss). Steps are numbered from 1 in
+error messages; ``check_finite`` stops at the first NaN/inf loss.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Progress = Callable[..., Iterable[Any]]
+
+
+def default_progress(iterable: Iterable[Any], desc: str | None = None, total: int | None = None) -> Iterable[Any]:
+    """A tqdm bar that disappears when done (and stays silent off a TTY)."""
+    return tqdm(iterable, desc=desc, total=total, leave=False, disable=None)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A loader whose shuffling draws from its own ``torch.Generator``
+    (never the global RNG), so :func:`reseed` fixes an epoch's order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
+                      persistent_workers=False)
+
+
+def reseed(loader: DataLoader, seed: int) -> None:
+    """Seed ``loader``'s generator: the next pass has the order of ``seed``."""
+    if loader.generator is None:
+        raise ValueError("reseed needs a DataLoader built with generator= (use make_loader)")
+    loader.generator.manual_seed(seed)
+
+
+def _cross_entropy(forward: Optional[Forward]) -> LossFn:
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = forward(model, x) if forward else model(x)
+        return F.cross_entropy(logits, y), logits
+
+    return loss
+
+
+def _batches(loader: DataLoader, progress: Optional[Progress], desc: str | None) -> Iterable[Any]:
+    return progress(loader, desc=desc, total=len(loader)) if progress else loader
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    device: torch.device, epoch: int, scheduler: Any = None,
+                    forward: Optional[Forward] = None, loss: Optional[LossFn] = None,
+                    progress: Optional[Progress] = None, desc: str | None = None) -> dict[str, float]:
+    """One pass over ``loader``: zero grads, loss, backward, step. The
+    scheduler (if any) steps once, after the epoch. Returns the mean loss
+    and accuracy over samples. ``epoch`` is 0-based (error messages say
+    ``epoch + 1``)."""
+    # imported here: nas_core.strategies imports this module (circular otherwise)
+    from nas_core.strategies.base import check_finite
+
+    loss_fn = loss or _cross_entropy(forward)
+    model.train()
+    total, loss_sum, correct = 0, 0.0, 0
+    for step, (x, y) in enumerate(_batches(loader, progress, desc), start=1):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        value, logits = loss_fn(model, x, y)
+        check_finite(value.detach(), epoch, step)
+        value.backward()
+        optimizer.step()
+        total += y.numel()
+        loss_sum += float(value.detach()) * y.numel()
+        correct += int((logits.detach().argmax(1) == y).sum())
+    if scheduler is not None:
+        scheduler.step()
+    return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device,
+             forward: Optional[Forward] = None) -> dict[str, float]:
+    """Mean cross entropy and accuracy over ``loader`` in eval mode."""
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = forward(model, x) if forward else model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        total += y.numel()
+    return {"loss": loss_sum / max(total, 1), "acc": correct / max(total, 1)}
