@@ -89,13 +89,34 @@ class PretrainConfig(Section):
     temperature_decay: float = Field(0.956, gt=0, le=1)
     alpha: float = Field(0.2, gt=0)
     beta: float = Field(0.6, ge=0)
+    latency_unit: Literal["ms", "us"] = "us"
     latency_repeats: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _known_space(self) -> "PretrainConfig":
+        from nas_core.spaces import FBNET_PRESETS, SPACES  # lazy: keeps params loading light
+
+        if self.space not in SPACES:
+            raise CrossFieldError("pretrain.space", self.space, f"allowed: {', '.join(SPACES.names())}")
+        if self.space == "fbnet" and self.preset not in FBNET_PRESETS:
+            raise CrossFieldError("pretrain.preset", self.preset, f"allowed: {', '.join(FBNET_PRESETS)}")
+        return self
 
 
 class SearchConfig(Section):
     """The search strategy (``nasflow list`` shows the registered ones)."""
 
     strategy: str = "fbnet"
+
+    @model_validator(mode="after")
+    def _known_strategy(self) -> "SearchConfig":
+        from nas_core.strategies import STRATEGIES  # lazy: importing registers every strategy
+
+        if self.strategy not in STRATEGIES:
+            hint = nearest(self.strategy, STRATEGIES.names())
+            did = f"; did you mean {hint!r}?" if hint else ""
+            raise CrossFieldError("search.strategy", self.strategy, f"allowed: {', '.join(STRATEGIES.names())}{did}")
+        return self
 
 
 class DcnasSampleConfig(Section):
