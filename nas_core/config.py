@@ -103,10 +103,82 @@ class PretrainConfig(Section):
         return self
 
 
+class CellSearchConfig(Section):
+    """DARTS cell space and its differentiable strategies (darts, pc_darts,
+    p_darts, gdas, snas). Paper settings in reference-notes.md; defaults here
+    are shrunk so a search on digits (8x8) takes about a minute on 2 cores.
+
+    ``epochs`` is per P-DARTS stage for ``p_darts``. ``unrolled_xi`` None
+    uses the current weight learning rate (DARTS). ``pdarts_ops_kept[i]`` is
+    the number of ops per edge kept after stage i (length: stages - 1);
+    ``skip_dropout[i]`` the initial skip-connect dropout of stage i, decayed
+    by exp(-0.2 * epoch-in-stage); ``skip_cap`` is P-DARTS's M. GDAS and SNAS
+    anneal their Gumbel temperature linearly from max to min."""
+
+    op_set: str = "darts"
+    cells: int = Field(5, ge=1)
+    init_channels: int = Field(8, ge=2)
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(32, ge=1)
+    w_lr: float = Field(0.025, gt=0)
+    w_lr_min: float = Field(0.001, ge=0)
+    w_momentum: float = Field(0.9, ge=0, lt=1)
+    w_weight_decay: float = Field(3e-4, ge=0)
+    w_grad_clip: float = Field(5.0, gt=0)
+    arch_lr: float = Field(3e-4, gt=0)
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = Field(1e-3, ge=0)
+    order: Literal[1, 2] = 1
+    unrolled_xi: Optional[float] = Field(None, gt=0)
+    warmup_epochs: int = Field(0, ge=0)
+    pc_k: int = Field(4, ge=1)
+    pc_edge_norm: bool = True
+    pdarts_cells: list[int] = [3, 4, 5]
+    pdarts_ops_kept: list[int] = [5, 3]
+    skip_dropout: list[float] = [0.0, 0.3, 0.6]
+    skip_cap: Optional[int] = Field(2, ge=0, le=8)
+    gdas_tau_max: float = Field(10.0, gt=0)
+    gdas_tau_min: float = Field(0.1, gt=0)
+    snas_tau_max: float = Field(1.0, gt=0)
+    snas_tau_min: float = Field(0.03, gt=0)
+    snas_resource_weight: float = Field(1e-2, ge=0)
+    final_cells: int = Field(8, ge=1)
+    final_channels: int = Field(16, ge=2)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CellSearchConfig":
+        key = "search.cell."
+        if self.warmup_epochs >= self.epochs:
+            raise CrossFieldError(key + "warmup_epochs", self.warmup_epochs,
+                                  f"must be < search.cell.epochs ({self.epochs})")
+        if self.init_channels % self.pc_k:
+            raise CrossFieldError(key + "pc_k", self.pc_k,
+                                  f"must divide search.cell.init_channels ({self.init_channels})")
+        if not self.pdarts_cells or any(c < 1 for c in self.pdarts_cells):
+            raise CrossFieldError(key + "pdarts_cells", self.pdarts_cells, "a non-empty list of cell counts >= 1")
+        stages = len(self.pdarts_cells)
+        kept = self.pdarts_ops_kept
+        if len(kept) != stages - 1 or any(k < 2 for k in kept) or any(a <= b for a, b in zip(kept, kept[1:])):
+            raise CrossFieldError(key + "pdarts_ops_kept", kept,
+                                  f"{stages - 1} strictly decreasing counts >= 2 (one per stage after the first)")
+        if len(self.skip_dropout) != stages or any(not 0 <= p < 1 for p in self.skip_dropout):
+            raise CrossFieldError(key + "skip_dropout", self.skip_dropout,
+                                  f"{stages} rates in [0, 1) (one per search.cell.pdarts_cells stage)")
+        for name in ("gdas", "snas"):
+            lo, hi = getattr(self, f"{name}_tau_min"), getattr(self, f"{name}_tau_max")
+            if lo > hi:
+                raise CrossFieldError(key + f"{name}_tau_min", lo, f"must be <= {name}_tau_max ({hi})")
+        if self.w_lr_min > self.w_lr:
+            raise CrossFieldError(key + "w_lr_min", self.w_lr_min, f"must be <= search.cell.w_lr ({self.w_lr})")
+        return self
+
+
 class SearchConfig(Section):
-    """The search strategy (``nasflow list`` shows the registered ones)."""
+    """The search strategy (``nasflow list`` shows the registered ones);
+    ``cell`` configures the DARTS-cell strategies."""
 
     strategy: str = "fbnet"
+    cell: CellSearchConfig = CellSearchConfig()
 
     @model_validator(mode="after")
     def _known_strategy(self) -> "SearchConfig":

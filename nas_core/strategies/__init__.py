@@ -3,5 +3,6 @@ from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult, Searc
 
 # One import per strategy module (importing registers it).
 from nas_core.strategies import fbnet  # noqa: F401,E402
+from nas_core.strategies import darts, gdas, p_darts, pc_darts  # noqa: F401,E402
 
 __all__ = ["STRATEGIES", "SearchStrategy", "SearchData", "SearchResult"]
