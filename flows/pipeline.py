@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
 from nas_core.config import ParamsError, apply_overrides, load_params, read_params_file, validate_params
@@ -63,6 +64,13 @@ def run_dvc_stage(stage: str, root: str, env: dict[str, str]) -> str:
     return "cached" if skipped else "ran"
 
 
+def prefect_api_url() -> str:
+    """The API this flow reports to (the temporary server included), so
+    fan-out flows inside stage subprocesses show up in the same place."""
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
 def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
     """Validate the merged params, then write them (atomically) so DVC sees
     every change; the file is untouched when validation fails."""
@@ -85,7 +93,8 @@ def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
                              tags={"prefect.flow_run_id": flow_run_id, "nasflow.kind": "pipeline",
                                    "mlflow.source.git.commit": git_commit(project)})
     parent.log_params(params.model_dump(mode="json"))
-    env = {PARENT_ENV: parent.run_id, FLOW_RUN_ENV: flow_run_id, "NASFLOW_PROGRESS_INTERVAL": "10"}
+    env = {PARENT_ENV: parent.run_id, FLOW_RUN_ENV: flow_run_id, "NASFLOW_PROGRESS_INTERVAL": "10",
+           "PREFECT_API_URL": prefect_api_url()}
     status: dict[str, str] = {}
     try:
         for stage in order:

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from nas_core.config import DataConfig
 from nas_core.io import atomic_path
-from nas_core.registry import Registry
+from nas_core.registry import Registry, UnknownNameError
 
 PIN_HINT = "put the files there and pin them with `dvc add data` (then commit data.dvc)"
 
@@ -47,7 +47,10 @@ SOURCES: Registry[Callable[[DataConfig, Path], DataSource]] = Registry("dataset 
 def load_source(cfg: DataConfig, project_root: Path | str = ".") -> DataSource:
     """Build the source named by ``data.source`` with ``data.root``
     resolved against the project root."""
-    factory = SOURCES.get(cfg.source)
+    try:
+        factory = SOURCES.get(cfg.source)
+    except UnknownNameError as exc:
+        raise DataError(f"data.source = {cfg.source!r}: {exc}") from None
     root = Path(cfg.root)
     if not root.is_absolute():
         root = Path(project_root) / root

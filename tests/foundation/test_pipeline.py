@@ -1,0 +1,55 @@
+"""The nas-pipeline flow against real DVC (temporary git repo), a real
+Prefect API (test harness) and a real MLflow sqlite store."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.pipeline import nas_pipeline
+from tests.conftest import sh
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(project):
+    return MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+
+
+def nested_runs(client, result):
+    return client.search_runs([result["experiment_id"]],
+                              f"tags.mlflow.parentRunId = '{result['parent_run_id']}'")
+
+
+def test_pipeline_runs_dag_then_caches_then_reruns_changed_stage(project, prefect_server):
+    first = nas_pipeline(root=str(project), stages=["subset"])
+    assert first["stages"] == {"subset": "ran"}
+    assert json.loads((project / "metrics" / "subset.json").read_text())["probe_count"] == 256
+
+    client = client_for(project)
+    parent = client.get_run(first["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["prefect.flow_run_id"]
+    assert parent.data.tags["stage.subset"] == "ran" and parent.data.tags["dvc.lock.subset"] != "none"
+    (stage_run,) = nested_runs(client, first)
+    assert stage_run.data.tags["nasflow.stage"] == "subset"
+    assert stage_run.data.params["subset.fraction"] == "0.5"
+    assert stage_run.data.metrics["train_w_count"] > 0
+    assert stage_run.data.tags["prefect.flow_run_id"] == parent.data.tags["prefect.flow_run_id"]
+
+    second = nas_pipeline(root=str(project), stages=["subset"])
+    assert second["stages"] == {"subset": "cached"}
+    assert nested_runs(client, second) == []
+    status = sh("dvc", "status", cwd=project).stdout
+    assert "up to date" in status
+
+    third = nas_pipeline(root=str(project), stages=["subset"], overrides={"subset.fraction": 0.4})
+    assert third["stages"] == {"subset": "ran"}
+    assert "fraction: 0.4" in (project / "params.yaml").read_text()
+
+
+def test_bad_override_leaves_params_untouched(project, prefect_server):
+    before = (project / "params.yaml").read_text()
+    with pytest.raises(Exception, match="subset.fraction"):
+        nas_pipeline(root=str(project), stages=["subset"], overrides={"subset.fraction": 2.0})
+    assert (project / "params.yaml").read_text() == before
