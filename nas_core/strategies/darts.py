@@ -26,6 +26,7 @@ DataLoader shuffling resume identically).
 """
 from __future__ import annotations
 
+import copy
 import resource
 import time
 from typing import Any, Iterator, Optional
@@ -128,7 +129,7 @@ class DartsStrategy(SearchStrategy):
     def _xi(self) -> float:
         return self.config.unrolled_xi or self.w_opt.param_groups[0]["lr"]
 
-    def unrolled_arch_grads(self, xw, yw, xa, ya, xi: float) -> list[torch.Tensor]:
+    def unrolled_arch_grads(self, xw, yw, xa, ya, xi: float, r: float = 0.01) -> list[torch.Tensor]:
         arch = list(self.arch.parameters())
         w = dict(self.net.named_parameters())
         train_loss, _ = self._loss(xw, yw, w, detach_arch=True)
@@ -137,7 +138,7 @@ class DartsStrategy(SearchStrategy):
         val_loss, _ = self._loss(xa, ya, w1)
         grads = _grads(val_loss, arch + list(w1.values()))
         d_alpha, d_w = grads[:len(arch)], grads[len(arch):]
-        eps = 0.01 / torch.cat([t.flatten() for t in d_w]).norm().clamp_min(1e-12)
+        eps = r / torch.cat([t.flatten() for t in d_w]).norm().clamp_min(1e-12)
         hvp = []
         for sign in (1.0, -1.0):
             shifted = {n: (p + sign * eps * d).detach() for (n, p), d in zip(w.items(), d_w)}
@@ -241,7 +242,7 @@ class DartsStrategy(SearchStrategy):
                  "history": [dict(h) for h in self.history], "torch_rng": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        return state
+        return copy.deepcopy(state)  # a snapshot: later steps must not change it
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
