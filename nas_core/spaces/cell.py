@@ -228,7 +228,7 @@ def render_cell(cell: Cell, concat: Sequence[int], path: str | Path, title: str 
 
 
 def _node_label(n: int) -> str:
-    return {0: "c_{k-2}", 1: "c_{k-1}"}.get(n, str(n - NUM_INPUTS))
+    return {0: "c_k-2", 1: "c_k-1"}.get(n, str(n - NUM_INPUTS))
 
 
 def _render_graphviz(cell: Cell, concat: Sequence[int], path: Path, title: str) -> Path:
@@ -240,7 +240,7 @@ def _render_graphviz(cell: Cell, concat: Sequence[int], path: Path, title: str) 
     for i, (op, src) in enumerate(cell):
         g.edge(_node_label(src), _node_label(NUM_INPUTS + i // NUM_INPUTS), label=op)
     for n in concat:
-        g.edge(_node_label(n), "c_{k}")
+        g.edge(_node_label(n), "c_k")
     with atomic_path(path) as tmp:
         tmp.write_bytes(g.pipe(format="png"))
     return path
@@ -262,7 +262,7 @@ def _render_matplotlib(cell: Cell, concat: Sequence[int], path: Path, title: str
         _arrow(ax, pos[src], pos[NUM_INPUTS + i // NUM_INPUTS], op, offset=0.12 * (i % 2) - 0.06)
     for n in concat:
         _arrow(ax, pos[n], pos["out"], "", offset=0.0, color="0.6")
-    labels = {0: "c_{k-2}", 1: "c_{k-1}", "out": "c_{k}"}
+    labels = {0: "c_k-2", 1: "c_k-1", "out": "c_k"}
     for node, (x, y) in pos.items():
         colour = "#9ecae1" if node in (0, 1) else "#fdd0a2" if node == "out" else "#e5e5e5"
         ax.text(x, y, labels.get(node, str(node - NUM_INPUTS) if isinstance(node, int) else node),
@@ -279,9 +279,12 @@ def _render_matplotlib(cell: Cell, concat: Sequence[int], path: Path, title: str
 
 
 def _arrow(ax, start, end, label: str, offset: float, color: str = "0.2") -> None:
+    rad = offset + 0.15
     ax.annotate("", xy=end, xytext=start,
                 arrowprops={"arrowstyle": "->", "color": color, "shrinkA": 14, "shrinkB": 14,
-                            "connectionstyle": f"arc3,rad={offset + 0.15}"})
-    if label:
-        mx, my = (start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + offset * 4
-        ax.text(mx, my, label, fontsize=7, ha="center", va="center", color="#08519c")
+                            "connectionstyle": f"arc3,rad={rad}"})
+    if label:  # midpoint of matplotlib's arc3 quadratic Bezier curve
+        dx, dy = end[0] - start[0], end[1] - start[1]
+        mx, my = (start[0] + end[0]) / 2 + 0.5 * rad * dy, (start[1] + end[1]) / 2 - 0.5 * rad * dx
+        ax.text(mx, my, label, fontsize=7, ha="center", va="center", color="#08519c",
+                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
