@@ -288,3 +288,23 @@ def _arrow(ax, start, end, label: str, offset: float, color: str = "0.2") -> Non
         mx, my = (start[0] + end[0]) / 2 + 0.5 * rad * dy, (start[1] + end[1]) / 2 - 0.5 * rad * dx
         ax.text(mx, my, label, fontsize=7, ha="center", va="center", color="#08519c",
                 bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+
+
+def plot_cell_probabilities(probabilities: dict[str, np.ndarray], op_names: Sequence[str], title: str = ""):
+    """Heatmaps of the (14, n_ops) op-probability tables, one per cell kind;
+    returns the matplotlib figure (the caller saves or logs it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in ("normal", "reduce") if k in probabilities]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        image = ax.imshow(probabilities[kind], cmap="viridis", vmin=0.0, aspect="auto")
+        ax.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(NUM_EDGES), [f"{n - NUM_INPUTS}<-{s}" for n, s in EDGES], fontsize=7)
+        ax.set_title(f"{title} {kind}".strip())
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig

@@ -72,18 +72,18 @@ def _stable(history: list[dict]) -> list[dict]:
 
 def test_same_seed_same_genotype_and_alpha():
     a, b = make("darts", epochs=1), make("darts", epochs=1)
-    ra, rb = a.run(digits_data()), b.run(digits_data())
+    ra, rb = a.run(digits_data(n_w=16)), b.run(digits_data(n_w=16))
     assert ra.genotype == rb.genotype
     assert torch.equal(a.arch.alpha_normal, b.arch.alpha_normal)
     c = make("darts", epochs=1, seed=1)
-    c.run(digits_data())
+    c.run(digits_data(n_w=16))
     assert not torch.equal(a.arch.alpha_normal, c.arch.alpha_normal)
 
 
 def test_pc_darts_with_k1_equals_darts():
     darts = make("darts", epochs=1)
     pc = make("pc_darts", epochs=1, pc_k=1, pc_edge_norm=False)
-    rd, rp = darts.run(digits_data()), pc.run(digits_data())
+    rd, rp = darts.run(digits_data(n_w=16)), pc.run(digits_data(n_w=16))
     assert torch.equal(darts.arch.alpha_normal, pc.arch.alpha_normal)
     assert torch.equal(darts.arch.alpha_reduce, pc.arch.alpha_reduce)
     assert rd.genotype == rp.genotype and rd.history[0]["loss"] == rp.history[0]["loss"]
