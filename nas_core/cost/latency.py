@@ -7,8 +7,8 @@ mode, and timed on one image of that layer's input shape under
 ``number`` calls each; the table holds the **minimum** per-call time in
 milliseconds (as ``timeit`` advises: on a shared machine, other load only
 ever adds time, so the minimum is the most repeatable estimate). Layers with the same (channels, stride, spatial size) share
-one measurement. CUDA is synchronised around each timing. Inputs come from
-a private generator, so measuring does not move the global RNG.
+one measurement. CUDA is synchronised around each timing. Measuring runs
+under ``torch.random.fork_rng``, so it does not move the global RNG.
 
 The table is a stage output (JSON), so a resumed or later stage uses the
 same numbers rather than a fresh, noisy measurement.
@@ -118,6 +118,13 @@ def measure_latency_table(space: LayerwiseSpace, device: torch.device | str, rep
                           number: int = 10, progress: Callable[..., Any] | None = None) -> LatencyTable:
     """Measure every (layer, op) on ``device`` (see the module docstring)."""
     device = torch.device(device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # building the ops draws initial weights
+        return _measure(space, device, repeats, number, progress)
+
+
+def _measure(space: LayerwiseSpace, device: torch.device, repeats: int, number: int,
+             progress: Callable[..., Any] | None) -> LatencyTable:
     gen = torch.Generator().manual_seed(0)
     cache: dict[tuple, float] = {}
     ms = np.zeros((space.num_layers, space.num_ops))

@@ -51,10 +51,7 @@ def tiny_config(epochs: int) -> PretrainConfig:
 
 
 def make_strategy(epochs: int, train_w: Dataset | None = None):
-    """(strategy, data) for the digits preset on the CPU, fixed latency table.
-    One thread: bit-identity across processes needs the same thread count,
-    and on a busy machine extra threads only wait for each other."""
-    torch.set_num_threads(1)
+    """(strategy, data) for the digits preset on the CPU, fixed latency table."""
     seed_everything(SEED)
     ds_w, ds_a = tiny_datasets()
     space = make_space("fbnet", "digits", (1, 8, 8), 10)
@@ -80,6 +77,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("epochs", type=int)
     parser.add_argument("--sleep", type=float, default=0.0)
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # bit-identity across processes needs the same thread count
     strategy, data = make_strategy(args.epochs)
     result = run_resumable(strategy, data, Path(args.out), FINGERPRINT, callbacks=[Sleep(args.sleep)])
     print("genotype", result.genotype, flush=True)

@@ -52,13 +52,6 @@ def assert_same_final_state(a: Path, b: Path) -> None:
     assert not torch.equal(sa["model"]["theta"], torch.zeros_like(sa["model"]["theta"]))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("uninterrupted")
