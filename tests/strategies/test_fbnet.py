@@ -15,17 +15,10 @@ from nas_core.spaces import make_space
 from nas_core.strategies import STRATEGIES, SearchData
 from nas_core.strategies.fbnet import FBNetStrategy, argmax_genotype, fbnet_loss
 from nas_core.train import make_loader
+from tests.train.one_thread import one_thread  # noqa: F401
 
 SPACE = make_space("fbnet", "digits", (1, 8, 8), 10)
 CONFIG = PretrainConfig(epochs=3, warmup_epochs=1, batch_size=16, theta_lr=0.1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_data() -> SearchData:

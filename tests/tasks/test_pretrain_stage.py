@@ -16,17 +16,10 @@ from nas_core.train import list_checkpoints, load_checkpoint
 from tasks import pretrain, search
 from tests.conftest import REPO
 from tests.tasks.dcnas_project import stage_context, tiny_params
+from tests.train.one_thread import one_thread  # noqa: F401
 
 PARAMS = tiny_params(subset={"fraction": 0.25, "probe_size": 32},
                      pretrain={"epochs": 3, "warmup_epochs": 1, "batch_size": 32, "latency_repeats": 1})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,2 @@
-"""One torch thread for these tests: tiny models gain nothing from more,
-and on a busy 2-core machine extra threads only wait for each other."""
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+"""Tests here train tiny models: one torch thread."""
+from tests.train.one_thread import one_thread  # noqa: F401
