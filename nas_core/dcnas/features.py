@@ -304,6 +304,18 @@ def layer_output_bytes(model: nn.Module, input_shape: tuple[int, ...], device: t
     return sizes
 
 
+def threads_for_chunk(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, chunk: int,
+                      available: int, small_bytes: int = 4 * 2**20) -> int:
+    """torch threads for feature extraction: 1 when the largest activation of
+    a chunk is under ``small_bytes`` (tiny convolutions gain nothing from
+    intra-op parallelism, and on a loaded CPU the OpenMP hand-off costs up to
+    20x; measured on the digits preset), else ``available``."""
+    if device.type != "cpu":
+        return available
+    largest = max(layer_output_bytes(model, input_shape, device)) * chunk
+    return 1 if largest < small_bytes else available
+
+
 def plan_chunk_size(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, memory_mb: int,
                     max_batch: int, internal_factor: int = 16) -> int:
     """Probe images per chunk so that one depth-first walk fits ``memory_mb``:

@@ -1,0 +1,138 @@
+"""Training one child network from scratch: the early-stopping evaluation
+T̃(N, D̃) of Eq. 8 (a few epochs on the reduced set) and the full training
+T(N, D) of Eq. 10 (cosine schedule, standard augmentation).
+
+Choices:
+- SGD with momentum and weight decay, learning rate annealed by a cosine
+  schedule to 0 over ``epochs`` (stepped once per epoch).
+- Augmentation (torchvision.transforms.v2 on the normalised tensors, per
+  image): ``cifar10``/``cifar100``: random crop with 4-pixel zero padding +
+  horizontal flip; ``mnist``/``digits``: random crop with side/8 padding,
+  no flip (digits are not mirror-symmetric); ``imagefolder``: random resized
+  crop (scale 0.35-1) + flip; other sources: none. Zero padding of a
+  normalised image is the dataset mean, not black.
+- Determinism under a thread pool: torch's global RNG is shared by threads,
+  so model initialisation (:func:`seeded`) and each image's augmentation
+  draw from a private seed (seed, epoch, index) under a lock; loaders
+  shuffle with their own generator (loop.make_loader). A fit therefore gives
+  the same numbers in a thread, in another process or alone (same thread
+  count).
+- The reported validation accuracy is that of the last epoch; the best one
+  is kept in the history.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from nas_core.train.loop import Progress, evaluate, make_loader, train_one_epoch
+
+_RNG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's CPU RNG seeded by ``seed`` and restore it
+    afterwards, holding a lock so concurrent threads do not interleave."""
+    with _RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    augment: bool = False
+    seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    val_acc: float
+    best_val_acc: float
+    test_acc: Optional[float]
+    seconds: float
+    state_dict: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
+
+
+def augmentation(dataset: str, input_shape: tuple[int, int, int]) -> Optional[Callable]:
+    """The standard per-image augmentation of a dataset source (module
+    docstring), or None."""
+    _, h, w = input_shape
+    if dataset in ("cifar10", "cifar100"):
+        return v2.Compose([v2.RandomCrop((h, w), padding=4), v2.RandomHorizontalFlip()])
+    if dataset in ("mnist", "digits"):
+        return v2.RandomCrop((h, w), padding=max(1, h // 8))
+    if dataset == "imagefolder":
+        return v2.Compose([v2.RandomResizedCrop((h, w), scale=(0.35, 1.0), antialias=True),
+                           v2.RandomHorizontalFlip()])
+    return None
+
+
+class Augmented(Dataset):
+    """``dataset`` with ``transform`` applied to each image; image i of epoch
+    e is augmented with the private seed (seed, e, i)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable, seed: int) -> None:
+        self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        x, y = self.dataset[index]
+        with seeded(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + index) % 2**62):
+            return self.transform(x), y
+
+
+def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: FitSettings, device: torch.device,
+        test_set: Optional[Dataset] = None, dataset: str = "", progress: Optional[Progress] = None,
+        on_epoch: Optional[Callable[[int, dict[str, float]], None]] = None) -> FitResult:
+    """Train ``model`` on ``train_set`` for ``settings.epochs`` epochs and
+    report validation (and test) accuracy. ``on_epoch(epoch, metrics)`` is
+    called after each epoch (1-based)."""
+    start = time.perf_counter()
+    model.to(device)
+    transform = augmentation(dataset, tuple(train_set[0][0].shape)) if settings.augment else None
+    train = Augmented(train_set, transform, settings.seed) if transform is not None else train_set
+    loader = make_loader(train, settings.batch_size, shuffle=True, seed=settings.seed,
+                         num_workers=settings.num_workers)
+    val_loader = make_loader(val_set, settings.batch_size, shuffle=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    history: list[dict[str, float]] = []
+    for epoch in range(settings.epochs):
+        if isinstance(train, Augmented):
+            train.epoch = epoch
+        lr = optimizer.param_groups[0]["lr"]
+        tr = train_one_epoch(model, loader, optimizer, device, epoch, scheduler=schedule, progress=progress,
+                             desc=f"epoch {epoch + 1}/{settings.epochs}")
+        va = evaluate(model, val_loader, device)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
+               "val_loss": va["loss"], "val_acc": va["acc"]}
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
+    test_acc = None
+    if test_set is not None:
+        test_acc = evaluate(model, make_loader(test_set, settings.batch_size, shuffle=False), device)["acc"]
+    state = {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
+    return FitResult(history=history, val_acc=history[-1]["val_acc"],
+                     best_val_acc=max(r["val_acc"] for r in history), test_acc=test_acc,
+                     seconds=time.perf_counter() - start, state_dict=state)

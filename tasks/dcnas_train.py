@@ -1,0 +1,63 @@
+"""Training a genotype as one fan-out item (evaluate and retrain stages).
+
+``train_candidate(job)`` is a module-level function of one picklable
+:class:`TrainJob`, so it runs unchanged in a thread or in a Dask worker
+process: it loads the splits itself (index views over the data), sets the
+torch thread count, builds the child network with a private seed and calls
+nas_core.train.fit. It never talks to MLflow; :func:`log_result` logs the
+returned dict into a nested run from the calling thread.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from nas_core.config import DataConfig
+from nas_core.data.subset import load_splits
+from nas_core.spaces import Genotype, make_space
+from nas_core.supernet.layerwise import build_child
+from nas_core.train.fit import FitSettings, fit, seeded
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    name: str
+    genotype: dict[str, Any]  # Genotype.to_dict()
+    space: str
+    preset: str
+    settings: FitSettings
+    data: DataConfig
+    project_root: str
+    subset_dir: str
+    train_split: str
+    val_split: str = "val"
+    test_split: Optional[str] = None
+    device: str = "cpu"
+    threads: int = 1
+    keep_state: bool = False
+
+
+def train_candidate(job: TrainJob) -> dict[str, Any]:
+    """Train ``job.genotype`` from scratch; return its history and scores."""
+    torch.set_num_threads(job.threads)
+    source, splits = load_splits(job.data, Path(job.project_root), Path(job.subset_dir))
+    space = make_space(job.space, job.preset, source.input_shape, source.num_classes)
+    genotype = Genotype.from_dict(job.genotype)
+    with seeded(job.settings.seed):
+        model = build_child(space, genotype)
+    result = fit(model, splits[job.train_split], splits[job.val_split], job.settings, torch.device(job.device),
+                 test_set=splits[job.test_split] if job.test_split else None, dataset=source.name)
+    out = {"name": job.name, "genotype": job.genotype, "history": result.history, "val_acc": result.val_acc,
+           "best_val_acc": result.best_val_acc, "test_acc": result.test_acc, "seconds": result.seconds}
+    if job.keep_state:
+        out["state_dict"] = result.state_dict
+    return out
+
+
+def log_history(log: Any, result: dict[str, Any], prefix: str = "") -> None:
+    """Per-epoch metrics of one trained candidate (step = epoch)."""
+    for row in result["history"]:
+        log.log_metrics({f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

@@ -1,0 +1,168 @@
+"""retrain: Eq. 10. The K cluster picks of the evaluate stage (plus, with
+``retrain.include_baseline``, the search stage's argmax genotype) are
+trained from scratch on D (``full_train``) with a cosine schedule and the
+dataset's standard augmentation, in parallel through the fan-out; N* is the
+cluster pick with the best validation accuracy (the baseline is reported for
+comparison only, it is not a candidate for N*). Every finalist gets its
+test accuracy, FLOPs, params and latency (the pretrain stage's measured
+table). N* is saved (state_dict + genotype + cost), logged to its nested run
+and registered in the MLflow model registry (``tracking.registered_model``).
+
+Outputs: finalists.csv, chosen.json, model/ (N*), accuracy_vs_cost.png."""
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, Optional
+
+from flows.fanout import fan_out, threads_per_task
+from nas_core.config import Params
+from nas_core.cost import LatencyTable, genotype_cost
+from nas_core.dcnas.plots import accuracy_vs_cost
+from nas_core.dcnas.select import final_choice
+from nas_core.io import atomic_path, save_tensors, write_json
+from nas_core.spaces import Genotype
+from nas_core.train.fit import FitSettings
+from tasks.dcnas_io import layerwise_space, need
+from tasks.dcnas_train import TrainJob, log_history, train_candidate
+from tasks.tracking import log_figure_file
+
+SECTIONS = ("retrain", "pretrain")
+LATENCY_FILE = "latency.json"
+CSV_FIELDS = ("name", "kind", "cluster", "ops", "val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
+
+
+def finalists(params: Params, ctx: Any) -> list[dict[str, Any]]:
+    """(name, kind, cluster, genotype dict) of every network to retrain."""
+    picks = json.loads(need(ctx.artifacts("evaluate") / "representatives.json", "evaluate").read_text())["clusters"]
+    out = [{"name": f"cluster{p['cluster']}", "kind": "dcnas", "cluster": p["cluster"],
+            "genotype": {"space": params.pretrain.space, "preset": params.pretrain.preset, "ops": p["ops"]}}
+           for p in picks]
+    if params.retrain.include_baseline:
+        path = need(ctx.artifacts("search") / "genotype.json", "search")
+        baseline = Genotype.from_json(path.read_text())
+        out.append({"name": "baseline", "kind": "baseline", "cluster": None, "genotype": baseline.to_dict()})
+    return out
+
+
+def job_for(params: Params, ctx: Any, finalist: dict[str, Any]) -> TrainJob:
+    cfg = params.retrain
+    settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, augment=cfg.augment, seed=params.runtime.seed,
+                           num_workers=params.data.num_workers)
+    return TrainJob(name=finalist["name"], genotype=finalist["genotype"], space=params.pretrain.space,
+                    preset=params.pretrain.preset, settings=settings, data=params.data,
+                    project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
+                    train_split="full_train", test_split="test", device=str(ctx.device),
+                    threads=threads_per_task(params.runtime), keep_state=True)
+
+
+def latency_table(ctx: Any, space: Any) -> Optional[LatencyTable]:
+    path = ctx.artifacts("pretrain") / LATENCY_FILE
+    if not path.is_file():
+        return None
+    table = LatencyTable.load(path)
+    table.check(space)
+    return table
+
+
+def cost_row(space: Any, table: Optional[LatencyTable], genotype: Genotype) -> dict[str, Any]:
+    cost = genotype_cost(space, genotype)
+    return {"flops": cost.flops, "params": cost.params,
+            "latency_ms": table.genotype_ms(genotype) if table is not None else None}
+
+
+def run(params: Params, ctx: Any) -> dict[str, float]:
+    space = layerwise_space(params, ctx)
+    table = latency_table(ctx, space)
+    entries = finalists(params, ctx)
+    runs = [ctx.log.child(f"retrain:{f['name']}", tags={"nasflow.finalist": f["name"]}) for f in entries]
+    try:
+        results = fan_out(train_candidate, [job_for(params, ctx, f) for f in entries], params.runtime,
+                          names=[f["name"] for f in entries], flow_name="retrain-finalists")
+    except BaseException:
+        for log in runs:
+            log.end("FAILED")
+        raise
+    rows = []
+    for entry, result, log in zip(entries, results, runs):
+        genotype = Genotype.from_dict(entry["genotype"])
+        row = {"name": entry["name"], "kind": entry["kind"], "cluster": entry["cluster"],
+               "ops": " | ".join(genotype.ops), "val_acc": result["val_acc"], "test_acc": result["test_acc"],
+               "seconds": result["seconds"], **cost_row(space, table, genotype)}
+        rows.append(row)
+        log.log_params({"kind": entry["kind"], "ops": row["ops"]})
+        log_history(log, result)
+        log.log_metrics({k: row[k] for k in ("val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
+                         if row[k] is not None})
+        log.log_dict(genotype.to_dict(), "genotype.json")
+    dcnas = [i for i, r in enumerate(rows) if r["kind"] == "dcnas"]
+    best = dcnas[final_choice([rows[i]["val_acc"] for i in dcnas])]
+    chosen = _save_chosen(params, ctx, rows[best], results[best], runs[best])
+    for i, log in enumerate(runs):
+        log.set_tags({"nasflow.chosen": str(i == best)})
+        log.end("FINISHED")
+    _write_outputs(ctx, rows, chosen)
+    return _metrics(rows, rows[best])
+
+
+def _save_chosen(params: Params, ctx: Any, row: dict[str, Any], result: dict[str, Any], log: Any) -> dict[str, Any]:
+    """N*: state_dict + genotype + cost under model/, logged and registered."""
+    model_dir = ctx.out / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_tensors(model_dir / "state_dict.pt", result["state_dict"])
+    write_json(model_dir / "genotype.json", result["genotype"])
+    cost = {k: row[k] for k in ("flops", "params", "latency_ms")}
+    write_json(model_dir / "cost.json", cost)
+    log.log_artifact(model_dir, "model")
+    version = register_model(log, params.tracking.registered_model, row)
+    return {**{k: row[k] for k in ("name", "cluster", "val_acc", "test_acc")}, "genotype": result["genotype"],
+            **cost, "mlflow_run_id": log.run_id, "model_uri": f"runs:/{log.run_id}/model",
+            "registered_model": params.tracking.registered_model, "registered_version": version}
+
+
+def register_model(log: Any, name: str, row: dict[str, Any]) -> Optional[str]:
+    """A new version of registered model ``name`` pointing at the run's
+    model/ artifacts (created on first use)."""
+    import mlflow
+
+    client = log.client
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description="DC-NAS N* (Eq. 10): state_dict + genotype + cost")
+    version = client.create_model_version(name, source=f"runs:/{log.run_id}/model", run_id=log.run_id,
+                                          tags={"ops": row["ops"], "test_acc": f"{row['test_acc']:.4f}"})
+    return str(version.version)
+
+
+def _write_outputs(ctx: Any, rows: list[dict[str, Any]], chosen: dict[str, Any]) -> None:
+    baseline = next((r for r in rows if r["kind"] == "baseline"), None)
+    if baseline is not None:
+        chosen["baseline"] = {k: baseline[k] for k in ("ops", "val_acc", "test_acc", "flops", "params", "latency_ms")}
+        chosen["test_acc_vs_baseline"] = chosen["test_acc"] - baseline["test_acc"]
+    write_json(ctx.out / "chosen.json", chosen)
+    with atomic_path(ctx.out / "finalists.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in CSV_FIELDS} for r in rows)
+    ctx.log.log_artifact(ctx.out / "finalists.csv")
+    ctx.log.log_dict(chosen, "chosen.json")
+    ctx.log.set_tags({"nasflow.chosen_ops": " | ".join(chosen["genotype"]["ops"])})
+    log_figure_file(ctx.log, accuracy_vs_cost(rows, chosen=chosen["name"]), ctx.out, "accuracy_vs_cost.png")
+
+
+def _metrics(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> dict[str, float]:
+    metrics = {"chosen_val_acc": chosen["val_acc"], "chosen_test_acc": chosen["test_acc"],
+               "chosen_flops": chosen["flops"], "chosen_params": chosen["params"]}
+    for r in rows:
+        metrics[f"{r['name']}_test_acc"] = r["test_acc"]
+        metrics[f"{r['name']}_val_acc"] = r["val_acc"]
+    baseline = next((r for r in rows if r["kind"] == "baseline"), None)
+    if baseline is not None:
+        metrics["baseline_test_acc"] = baseline["test_acc"]
+        metrics["test_acc_vs_baseline"] = chosen["test_acc"] - baseline["test_acc"]
+    if chosen["latency_ms"] is not None:
+        metrics["chosen_latency_ms"] = chosen["latency_ms"]
+    return metrics

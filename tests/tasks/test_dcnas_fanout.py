@@ -1,0 +1,46 @@
+"""Per-cluster evaluation through a real Dask LocalCluster (2 worker
+processes on 127.0.0.1) gives the same result as the thread pool."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from flows.fanout import fan_out, make_task_runner, threads_per_task
+from nas_core.config import RuntimeConfig
+from nas_core.train.fit import FitSettings
+from tasks.dcnas_train import TrainJob
+from tasks.evaluate import evaluate_cluster
+from tests.tasks.dcnas_project import make_dcnas_project, tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+def jobs_for(root, params):
+    settings = FitSettings(epochs=1, batch_size=64, lr=0.05, seed=3)
+    ops = [["k3_e1", "skip", "k5_e3", "skip", "k3_e6", "skip"], ["skip", "k3_e3", "skip", "k5_e1", "skip", "k3_e1"]]
+    return [[TrainJob(name=f"c{i}", genotype={"space": "fbnet", "preset": "digits", "ops": o}, space="fbnet",
+                      preset="digits", settings=settings, data=params.data, project_root=str(root),
+                      subset_dir=str(root / "artifacts" / "subset"), train_split="subset", threads=1)]
+            for i, o in enumerate(ops)]
+
+
+def test_dask_local_cluster_matches_thread_pool(tmp_path, prefect_server, monkeypatch):
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
+    params = tiny_params()
+    root = make_dcnas_project(tmp_path / "project", params)
+    jobs = jobs_for(root, params)
+    threaded = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="thread", max_workers=2))
+    dasked = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="dask", dask_n_workers=2))
+    for a, b in zip(threaded, dasked):
+        assert a[0]["name"] == b[0]["name"]
+        assert a[0]["history"] == b[0]["history"]
+        assert a[0]["val_acc"] == b[0]["val_acc"]
+    assert threaded[0][0]["history"] != threaded[1][0]["history"]
+
+
+def test_runner_choice_and_threads():
+    assert type(make_task_runner(RuntimeConfig())).__name__ == "ThreadPoolTaskRunner"
+    assert threads_per_task(RuntimeConfig(threads=3)) == 3
+    assert threads_per_task(RuntimeConfig(max_workers=os.cpu_count() * 4)) == 1
+    assert fan_out(str, [], RuntimeConfig()) == []
