@@ -198,3 +198,16 @@ def test_space_must_be_a_cell_space():
 
     with pytest.raises(TypeError, match="CellSpace"):
         STRATEGIES.get("darts")(object(), make("darts").config, torch.device("cpu"))
+
+
+def test_bad_cell_params_name_the_key():
+    from nas_core.config import ParamsError, validate_params
+
+    with pytest.raises(ParamsError, match=r"search\.cell\.pdarts_ops_kept = \[5, 6\]"):
+        validate_params({"search": {"cell": {"pdarts_ops_kept": [5, 6]}}})
+    with pytest.raises(ParamsError, match=r"search\.cell\.skip_dropout"):
+        validate_params({"search": {"cell": {"skip_dropout": [0.1]}}})
+    with pytest.raises(ValueError, match=r"pdarts_ops_kept.*op set 'S5'"):
+        make("p_darts", op_set="S5", pdarts_ops_kept=[5])
+    with pytest.raises(ValueError, match=r"search\.cell\.op_set.*'darts'"):
+        make("darts", op_set="dart")
