@@ -9,20 +9,18 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from nas_core.config import Params
 from nas_core.data import DataError
 from nas_core.io import load_npy
-from nas_core.spaces import Genotype, LayerwiseSpace, make_space
+from nas_core.spaces import Genotype, LayerwiseSpace
 from nas_core.train.checkpoint import list_checkpoints, load_checkpoint
+from tasks.pretrain import CHECKPOINTS, LATENCY_FILE, layerwise_space
 
-
-def layerwise_space(params: Params, ctx: Any) -> LayerwiseSpace:
-    info = ctx.data_info
-    return make_space(params.pretrain.space, params.pretrain.preset, info.input_shape, info.num_classes)
+__all__ = ["CHECKPOINTS", "LATENCY_FILE", "layerwise_space", "pretrain_checkpoints", "chosen_checkpoints",
+           "model_states", "final_probabilities", "need", "load_samples", "genotype_of"]
 
 
 def pretrain_checkpoints(ctx: Any) -> list[tuple[int, Path]]:
-    directory = ctx.artifacts("pretrain") / "checkpoints"
+    directory = ctx.artifacts("pretrain") / CHECKPOINTS
     found = list_checkpoints(directory)
     if not found:
         raise DataError(f"{directory}: no pretrain checkpoints (epoch_XXX.pt); run `nasflow stage pretrain` "

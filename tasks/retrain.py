@@ -23,12 +23,11 @@ from nas_core.dcnas.select import final_choice
 from nas_core.io import atomic_path, save_tensors, write_json
 from nas_core.spaces import Genotype
 from nas_core.train.fit import FitSettings
-from tasks.dcnas_io import layerwise_space, need
+from tasks.dcnas_io import LATENCY_FILE, layerwise_space, need
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
 from tasks.tracking import log_figure_file
 
 SECTIONS = ("retrain", "pretrain")
-LATENCY_FILE = "latency.json"
 CSV_FIELDS = ("name", "kind", "cluster", "ops", "val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
 
 

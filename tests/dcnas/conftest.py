@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from tests.train.one_thread import one_thread  # noqa: F401  (tiny models: one torch thread)
+
 
 def conv_bn(c_in: int, c_out: int, k: int, stride: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
@@ -72,11 +74,3 @@ def random_archs() -> np.ndarray:
     rng = np.random.default_rng(0)
     return np.unique(rng.integers(0, 3, size=(40, 4)), axis=0)
 
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    """Tiny convolutions run fastest single-threaded on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

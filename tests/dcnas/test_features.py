@@ -104,3 +104,20 @@ def test_chunk_size_follows_memory_budget(tiny_supernet):
     big = plan_chunk_size(tiny_supernet, (1, 6, 6), torch.device("cpu"), memory_mb=64, max_batch=10**9)
     assert 1 <= small < big
     assert plan_chunk_size(tiny_supernet, (1, 6, 6), torch.device("cpu"), memory_mb=64, max_batch=32) == 32
+
+
+def test_real_layerwise_supernet_trie_equals_naive():
+    from nas_core.dcnas.sample import sample_architectures
+    from nas_core.spaces import make_space
+    from nas_core.supernet.layerwise import LayerwiseSupernet
+
+    space = make_space("fbnet", "digits", (1, 8, 8), 10)
+    torch.manual_seed(0)
+    net = LayerwiseSupernet(space)
+    states = epoch_states(net, 2)
+    archs = sample_architectures(np.full((space.num_layers, space.num_ops), 1.0), 12, seed=0).archs
+    probe = [torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))]
+    trie = extract_output_features(net, states, archs, probe, torch.device("cpu"), method="trie")
+    naive = extract_output_features(net, states, archs, probe, torch.device("cpu"), method="naive")
+    assert trie.shape == (len(archs), space.num_layers, 2)
+    np.testing.assert_allclose(trie, naive, atol=1e-6)
