@@ -12,7 +12,9 @@ every file is written atomically here. Outputs:
   reused on reruns while the space and device stay the same, so a resumed
   run optimises against the same numbers.
 * ``history.csv`` (per-epoch metrics) and ``theta_history.npy``
-  (epochs x layers x ops), rewritten after every epoch.
+  (epochs x layers x ops), rewritten after every epoch. At the end the
+  history is also copied to ``metrics/pretrain_history.csv`` (a DVC plot:
+  a plot cannot sit inside the persistent output directory).
 """
 from __future__ import annotations
 
@@ -124,6 +126,7 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
                                fingerprint(params, ctx.out / LATENCY_FILE), [outputs])
     outputs.log_earlier(result.history)
     write_history(ctx.out / "history.csv", result.history)
+    write_history(ctx.root / "metrics" / "pretrain_history.csv", result.history)
     save_npy(ctx.out / "theta_history.npy", result.extras["theta_history"])
     for name in (LATENCY_FILE, "history.csv", "theta_history.npy"):
         ctx.log.log_artifact(ctx.out / name, "pretrain")
