@@ -118,8 +118,8 @@ class CellSearchConfig(Section):
     op_set: str = "darts"
     cells: int = Field(5, ge=1)
     init_channels: int = Field(8, ge=2)
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(64, ge=1)
     w_lr: float = Field(0.025, gt=0)
     w_lr_min: float = Field(0.001, ge=0)
     w_momentum: float = Field(0.9, ge=0, lt=1)
