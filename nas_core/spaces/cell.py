@@ -144,12 +144,6 @@ def _check_cell(kind: str, cell: Cell) -> None:
             raise ValueError(f"{kind} cell, node {node}: input {src} must be in 0..{node - 1}")
 
 
-def edge_strength(weights: np.ndarray, op_names: Sequence[str]) -> np.ndarray:
-    """Per edge: the largest weight over the non-zero ops."""
-    keep = [j for j, name in enumerate(op_names) if name != ZERO]
-    return weights[:, keep].max(axis=1)
-
-
 def derive_cell(weights: np.ndarray, op_names: Sequence[str] | Sequence[Sequence[str]]) -> Cell:
     """DARTS rule on a (14, n_ops) weight table. ``op_names`` is one list
     for all edges or one list per edge (P-DARTS prunes ops per edge).
@@ -228,7 +222,7 @@ def render_cell(cell: Cell, concat: Sequence[int], path: str | Path, title: str 
 
 
 def _node_label(n: int) -> str:
-    return {0: "c_k-2", 1: "c_k-1"}.get(n, str(n - NUM_INPUTS))
+    return {0: "c_k-2", 1: "c_k-1"}.get(n, f"n{n - NUM_INPUTS}")
 
 
 def _render_graphviz(cell: Cell, concat: Sequence[int], path: Path, title: str) -> Path:
@@ -265,7 +259,7 @@ def _render_matplotlib(cell: Cell, concat: Sequence[int], path: Path, title: str
     labels = {0: "c_k-2", 1: "c_k-1", "out": "c_k"}
     for node, (x, y) in pos.items():
         colour = "#9ecae1" if node in (0, 1) else "#fdd0a2" if node == "out" else "#e5e5e5"
-        ax.text(x, y, labels.get(node, str(node - NUM_INPUTS) if isinstance(node, int) else node),
+        ax.text(x, y, labels.get(node, _node_label(node) if isinstance(node, int) else node),
                 ha="center", va="center", fontsize=10,
                 bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "0.3"})
     ax.set_xlim(-0.5, NUM_NODES + 1.5)
@@ -301,9 +295,9 @@ def plot_cell_probabilities(probabilities: dict[str, np.ndarray], op_names: Sequ
     kinds = [k for k in ("normal", "reduce") if k in probabilities]
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 5), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
-        image = ax.imshow(probabilities[kind], cmap="viridis", vmin=0.0, aspect="auto")
-        ax.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(NUM_EDGES), [f"{n - NUM_INPUTS}<-{s}" for n, s in EDGES], fontsize=7)
+        image = ax.imshow(probabilities[kind], cmap="viridis", aspect="auto")  # auto scale: early
+        ax.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right", fontsize=7)  # tables are flat
+        ax.set_yticks(range(NUM_EDGES), [f"{_node_label(n)} <- {_node_label(s)}" for n, s in EDGES], fontsize=7)
         ax.set_title(f"{title} {kind}".strip())
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
