@@ -48,3 +48,26 @@ ui: $(STAMP)
 	mlflow server --host $(HOST) --port $(MLFLOW_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlruns
+
+# Services for scheduled runs and shared storage, all on $(HOST) (README "Run on a schedule").
+POOL ?= nasflow-process
+PREFECT_API ?= http://$(HOST):$(PREFECT_PORT)/api
+
+.PHONY: server worker deploy push pull
+
+server: $(STAMP)
+	prefect server start --host $(HOST) --port $(PREFECT_PORT)
+
+worker: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API) prefect worker start --pool $(POOL) --type process
+
+deploy: $(STAMP)
+	PREFECT_API_URL=$(PREFECT_API) prefect work-pool inspect $(POOL) >/dev/null 2>&1 || \
+		PREFECT_API_URL=$(PREFECT_API) prefect work-pool create $(POOL) --type process
+	PREFECT_API_URL=$(PREFECT_API) PWD=$(CURDIR) prefect --no-prompt deploy --all
+
+push: $(STAMP)
+	dvc push
+
+pull: $(STAMP)
+	dvc pull

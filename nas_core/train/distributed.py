@@ -1,0 +1,241 @@
+"""Data-parallel training under ``torchrun`` (DistributedDataParallel).
+
+``torchrun --nproc_per_node N ...`` starts N processes and sets RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; :func:`init_from_env`
+joins them into one process group (gloo on the CPU, nccl on CUDA, one GPU
+per process: ``cuda:LOCAL_RANK``). Without those variables everything here
+is a no-op and code runs as one process.
+
+How a run with N processes relates to the one-process run (what "the same
+result within tolerance" rests on):
+
+* data: :func:`shard_loader` gives rank r the slice ``perm[r::N]`` of the
+  permutation the one-process loader would draw (same generator, same
+  seed), with batch size B/N, so the N batches of step t together are the
+  one-process batch of step t (exactly, when the epoch length is a multiple
+  of B; otherwise the tail is padded by wrapping, like
+  ``DistributedSampler``, so all ranks take the same number of steps);
+* gradients: DDP averages them across ranks, which equals the gradient of
+  the mean loss over the whole batch for a loss that is a mean over
+  samples (FBNet's CE · α · (log LAT)^β is: the latency factor is the same
+  on every rank);
+* random draws: every rank seeds the same, so the Gumbel-softmax noise of a
+  step is the same on every rank, as in the one-process step;
+* the latency table is measured once, on rank 0, and broadcast;
+* what differs: BatchNorm normalises with per-rank batch statistics
+  (SyncBatchNorm needs CUDA; on GPUs :func:`wrap_ddp` converts to it), and
+  float sums are taken in another order. Hence "within tolerance", not
+  bit-identical, on the CPU.
+
+Architecture parameters θ stay identical on all ranks: DDP all-reduces
+their gradients with the weights' and every rank applies the same Adam
+step; :func:`same_on_all_ranks` checks it. Only rank 0 (:func:`is_main`)
+writes checkpoints, files and logs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+
+from nas_core.strategies.base import SearchData
+from nas_core.strategies.fbnet import FBNetStrategy
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_by_torchrun() -> bool:
+    """True when torchrun's variables say this is one of several processes."""
+    return all(v in os.environ for v in TORCHRUN_VARS) and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a plain single process): the one that writes outputs."""
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> torch.device:
+    """Join torchrun's process group. Returns the device this rank trains
+    on: ``cuda:LOCAL_RANK`` when ``device`` is CUDA (backend nccl), else
+    ``device`` (backend gloo). Without torchrun's variables: ``device``."""
+    if not launched_by_torchrun():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite ``tensor`` in place with rank ``src``'s value."""
+    if is_distributed():
+        dist.broadcast(tensor, src)
+    return tensor
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s (picklable) ``obj`` on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+def same_on_all_ranks(tensor: torch.Tensor) -> bool:
+    """True when every rank holds exactly this tensor (checked on all ranks)."""
+    if not is_distributed():
+        return True
+    gathered = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(gathered, tensor.detach().contiguous())
+    return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+
+class ShardedSampler(Sampler[int]):
+    """Rank ``rank``'s share of a (shuffled) epoch: ``perm[rank::world]``
+    where ``perm`` is what a one-process shuffled loader draws from the same
+    ``generator`` (``torch.randperm(n, generator)``), padded by wrapping to
+    a multiple of ``world``. Reseeding the generator (``loop.reseed``)
+    fixes an epoch's order on every rank at once."""
+
+    def __init__(self, n: int, rank: int, world: int, generator: torch.Generator | None, shuffle: bool) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside 0..{world - 1}")
+        if shuffle and generator is None:
+            raise ValueError("a shuffled ShardedSampler needs the loader's generator")
+        self.n, self.rank, self.world, self.generator, self.shuffle = n, rank, world, generator, shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world)
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        total = len(self) * self.world
+        padded = torch.cat([order, order[: total - self.n]]) if total > self.n else order
+        return iter(padded[self.rank::self.world].tolist())
+
+
+def shard_loader(loader: DataLoader, rank: int | None = None, world: int | None = None) -> DataLoader:
+    """The per-rank loader for a one-process ``loader`` (built by
+    ``loop.make_loader``): same dataset, batch size ``B / world`` (B must be
+    divisible by the number of processes), rank's slice of each epoch. The
+    returned loader shares ``loader``'s generator, so ``reseed`` works on
+    either. Returns ``loader`` itself for one process."""
+    rank = globals()["rank"]() if rank is None else rank
+    world = world_size() if world is None else world
+    if world == 1:
+        return loader
+    batch = loader.batch_size
+    if batch is None or batch % world:
+        raise ValueError(f"batch size {batch} cannot be split over {world} processes: "
+                         f"use a multiple of {world}")
+    shuffle = not isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+    sampler = ShardedSampler(len(loader.dataset), rank, world, loader.generator, shuffle)
+    return DataLoader(loader.dataset, batch_size=batch // world, sampler=sampler, num_workers=loader.num_workers,
+                      drop_last=loader.drop_last, generator=loader.generator, persistent_workers=False)
+
+
+def shard_search_data(data: SearchData) -> SearchData:
+    """:func:`shard_loader` on the training loaders; ``val`` stays whole
+    (every rank evaluates the same model on all of it)."""
+    return SearchData(shard_loader(data.train_w), shard_loader(data.train_a), data.val)
+
+
+class LossModule(nn.Module):
+    """Puts a strategy's loss ``loss(model, x, y) -> (loss, logits)`` behind
+    ``forward`` so DDP sees every parameter the loss touches (its hooks
+    only fire for a forward through the DDP wrapper)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.loss is None:
+            raise RuntimeError("LossModule.loss is not set")
+        return self.loss(self.model, x, y)
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP around :class:`LossModule` (model): rank 0's parameters and
+    buffers are broadcast at construction; on CUDA BatchNorm becomes
+    SyncBatchNorm and each process drives its own GPU."""
+    if device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(LossModule(model), device_ids=ids)
+
+
+def _quiet_progress(iterable: Any, desc: str | None = None, total: int | None = None) -> Any:
+    return iterable
+
+
+class DistributedFBNet(FBNetStrategy):
+    """:class:`FBNetStrategy` with its loss run through DDP. Hooks used:
+    ``setup`` (builds ``self.net``, the optimisers and ``self.lat_table``)
+    and ``loss_fn`` (the loss ``train_epoch`` trains with); the lifecycle,
+    state_dict and resume are FBNet's own. Give it :func:`shard_search_data`
+    loaders. With one process it behaves exactly as FBNetStrategy."""
+
+    def setup(self, data: SearchData) -> None:
+        super().setup(data)
+        if not is_distributed():
+            return
+        self.latency = broadcast_object(self.latency)
+        self.lat_table = broadcast_(self.lat_table.contiguous())
+        self.ddp = wrap_ddp(self.net, self.device)
+        if not is_main():
+            self.progress = _quiet_progress
+
+    def loss_fn(self, temperature: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+        inner = super().loss_fn(temperature)
+        if not is_distributed():
+            return inner
+        self.ddp.module.loss = inner
+
+        def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.ddp(x, y)
+
+        return loss
+
+
+def data_parallel(strategy_cls: type) -> type:
+    """The DDP variant of a strategy class when running distributed (only
+    FBNet has one), else the class itself."""
+    if not is_distributed():
+        return strategy_cls
+    if issubclass(strategy_cls, FBNetStrategy):
+        return DistributedFBNet
+    raise ValueError(f"strategy {getattr(strategy_cls, 'name', strategy_cls)!r} has no data-parallel variant "
+                     f"(torchrun supports: fbnet)")

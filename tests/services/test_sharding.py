@@ -1,0 +1,45 @@
+"""The per-rank loaders of nas_core.train.distributed, without processes:
+the ranks' batches of a step together are the one-process batch."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from nas_core.train.distributed import data_parallel, shard_loader
+from nas_core.train.loop import make_loader, reseed
+from nas_core.strategies.fbnet import FBNetStrategy
+
+
+def labels(loader) -> list[list[int]]:
+    return [y.tolist() for _, y in loader]
+
+
+@pytest.mark.parametrize("n", [64, 70])
+def test_rank_batches_together_are_the_one_process_batch(n):
+    data = TensorDataset(torch.zeros(n, 1), torch.arange(n))
+    single = make_loader(data, 16, True, seed=3)
+    shards = [shard_loader(make_loader(data, 16, True, seed=3), rank, 2) for rank in range(2)]
+    for epoch in range(2):
+        for loader in (single, *shards):
+            reseed(loader, 100 + epoch)
+        one, ranks = labels(single), [labels(s) for s in shards]
+        assert len(ranks[0]) == len(ranks[1])  # every rank takes the same number of steps
+        for step, batch in enumerate(one):
+            together = ranks[0][step] + ranks[1][step]
+            if len(batch) == 16:
+                assert sorted(together) == sorted(batch)
+        covered = {i for r in ranks for b in r for i in b}
+        assert covered == set(range(n))
+
+
+def test_unsplittable_batch_is_a_clear_error():
+    loader = make_loader(TensorDataset(torch.zeros(8, 1), torch.arange(8)), 5, True)
+    with pytest.raises(ValueError, match="batch size 5 cannot be split over 2 processes"):
+        shard_loader(loader, 0, 2)
+
+
+def test_one_process_changes_nothing():
+    loader = make_loader(TensorDataset(torch.zeros(8, 1), torch.arange(8)), 4, True)
+    assert shard_loader(loader) is loader
+    assert data_parallel(FBNetStrategy) is FBNetStrategy
