@@ -15,7 +15,7 @@ from nas_core.train.checkpoint import list_checkpoints
 from tasks.search_cell import is_cell_strategy, run_cell_search
 from tests.conftest import REPO
 
-CELL = {"cells": 3, "init_channels": 4, "epochs": 2, "batch_size": 32, "pc_k": 2, "final_cells": 4,
+CELL = {"cells": 3, "init_channels": 4, "epochs": 2, "batch_size": 64, "pc_k": 2, "final_cells": 4,
         "final_channels": 4}
 
 
@@ -23,7 +23,7 @@ CELL = {"cells": 3, "init_channels": 4, "epochs": 2, "batch_size": 32, "pc_k": 2
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("cellproj")
     (root / "data").symlink_to(REPO / "data")
-    params = tiny_params(subset={"fraction": 0.1, "probe_size": 16}, search={"strategy": "pc_darts", "cell": CELL})
+    params = tiny_params(subset={"fraction": 0.05, "probe_size": 16}, search={"strategy": "pc_darts", "cell": CELL})
     source = load_source(params.data, root)
     splits = make_splits(source.train_targets, source.test_targets, params.data, params.subset, params.runtime.seed)
     write_splits(splits, source, root / "artifacts" / "subset", params.runtime.seed)
