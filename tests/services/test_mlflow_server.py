@@ -1,0 +1,72 @@
+"""A real `mlflow server` (sqlite backend, artifact root in tmp): the
+pipeline logs over HTTP; with the server down a stage exits 75 with a
+clear message and leaves no output behind."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from flows.pipeline import nas_pipeline
+from service_procs import HOST, Service, copy_project, free_port, http_ok
+from tests.conftest import sh
+
+pytestmark = pytest.mark.slow
+EXIT_TEMPFAIL = 75
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` as `make ui` starts it, on a free loopback port."""
+    home = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", HOST, "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--default-artifact-root", str(home / "artifacts"),
+           "--workers", "1"]
+    server = Service("mlflow-server", cmd, home, env={"MLFLOW_DISABLE_TELEMETRY": "true",
+                                                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    uri = f"http://{HOST}:{port}"
+    try:
+        server.wait_until(http_ok(uri + "/health"), 120, "/health")
+        yield uri
+    finally:
+        server.stop()
+
+
+def test_pipeline_logs_parent_and_stage_runs_over_http(template_project, tmp_path, mlflow_server, prefect_server,
+                                                       monkeypatch):
+    project = copy_project(template_project, tmp_path / "project")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    result = nas_pipeline(root=str(project), stages=["subset"])
+    assert result["stages"] == {"subset": "ran"}
+    assert not (project / "mlflow.db").exists()  # nothing went to the local store
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "nasflow"]
+    parent = client.get_run(result["parent_run_id"])
+    assert parent.info.experiment_id == experiment.experiment_id
+    assert parent.info.status == "FINISHED" and parent.data.tags["nasflow.kind"] == "pipeline"
+    assert parent.data.params["subset.fraction"] == "0.5"
+    (stage,) = client.search_runs([experiment.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert stage.data.tags["nasflow.stage"] == "subset" and stage.info.status == "FINISHED"
+    assert stage.data.params["subset.probe_size"] == "256"
+    metrics = json.loads((project / "metrics" / "subset.json").read_text())
+    assert stage.data.metrics["probe_count"] == metrics["probe_count"] == 256
+
+
+def test_stage_exits_75_and_writes_nothing_when_server_is_down(template_project, tmp_path):
+    project = copy_project(template_project, tmp_path / "project")
+    params = (project / "params.yaml").read_text().replace("tracking:\n", "tracking:\n  retries: 1\n", 1)
+    (project / "params.down.yaml").write_text(params)
+    down = f"http://{HOST}:{free_port()}"
+    proc = sh("nasflow", "stage", "subset", "--params", "params.down.yaml", cwd=project, check=False,
+              env={"MLFLOW_TRACKING_URI": down})
+    assert proc.returncode == EXIT_TEMPFAIL, proc.stderr
+    assert "MLflow server not reachable" in proc.stderr and down in proc.stderr
+    assert not (project / "artifacts" / "subset").exists()
+    assert not (project / "metrics" / "subset.json").exists()
+    assert not list(project.glob("artifacts/*subset*"))  # no staging directory left either
