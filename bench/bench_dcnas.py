@@ -26,8 +26,6 @@ Usage: python bench/bench_dcnas.py [--quick]
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -145,18 +143,8 @@ def run(quick: bool = False) -> dict:
     return {"name": "dcnas", "rows": feats + clus, "summary": summary}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+if __name__ == "__main__":  # the harness prints the table and writes bench/results/dcnas.json
     sys.path.insert(0, str(HERE))
-    from run import machine_info, table, write_result
+    from run import main
 
-    result = run(quick=args.quick)
-    print(table(result["rows"]))
-    print(json.dumps(result["summary"], indent=2))
-    print(f"-> {write_result(result, machine_info())}")
-
-
-if __name__ == "__main__":
-    main()
+    sys.exit(main([*sys.argv[1:], "dcnas"]))

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import torch
 
+from flows.runners import worker_device
 from nas_core.config import DataConfig
 from nas_core.data.subset import load_splits
 from nas_core.spaces import Genotype, make_space
@@ -35,7 +36,7 @@ class TrainJob:
     train_split: str
     val_split: str = "val"
     test_split: Optional[str] = None
-    device: str = "cpu"
+    device: str = "cpu"  # runtime.device; the worker resolves it (flows.runners.worker_device)
     threads: int = 1
     keep_state: bool = False
 
@@ -48,7 +49,7 @@ def train_candidate(job: TrainJob) -> dict[str, Any]:
     genotype = Genotype.from_dict(job.genotype)
     with seeded(job.settings.seed):
         model = build_child(space, genotype)
-    result = fit(model, splits[job.train_split], splits[job.val_split], job.settings, torch.device(job.device),
+    result = fit(model, splits[job.train_split], splits[job.val_split], job.settings, worker_device(job.device),
                  test_set=splits[job.test_split] if job.test_split else None, dataset=source.name)
     out = {"name": job.name, "genotype": job.genotype, "history": result.history, "val_acc": result.val_acc,
            "best_val_acc": result.best_val_acc, "test_acc": result.test_acc, "seconds": result.seconds}

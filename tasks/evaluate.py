@@ -27,7 +27,7 @@ def cluster_jobs(params: Params, ctx: Any, cluster: dict[str, Any]) -> list[Trai
                      genotype={"space": params.pretrain.space, "preset": params.pretrain.preset, "ops": c["ops"]},
                      space=params.pretrain.space, preset=params.pretrain.preset, settings=settings,
                      data=params.data, project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
-                     train_split="subset", device=str(ctx.device), threads=threads_per_task(params.runtime))
+                     train_split="subset", device=params.runtime.device, threads=threads_per_task(params.runtime))
             for j, c in enumerate(cluster["candidates"])]
 
 

@@ -52,7 +52,7 @@ def job_for(params: Params, ctx: Any, finalist: dict[str, Any]) -> TrainJob:
     return TrainJob(name=finalist["name"], genotype=finalist["genotype"], space=params.pretrain.space,
                     preset=params.pretrain.preset, settings=settings, data=params.data,
                     project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
-                    train_split="full_train", test_split="test", device=str(ctx.device),
+                    train_split="full_train", test_split="test", device=params.runtime.device,
                     threads=threads_per_task(params.runtime), keep_state=True)
 
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from flows.fanout import fan_out, make_task_runner, threads_per_task
+from flows.fanout import fan_out, threads_per_task
 from nas_core.config import RuntimeConfig
 from nas_core.train.fit import FitSettings
 from tasks.dcnas_train import TrainJob
@@ -39,8 +39,7 @@ def test_dask_local_cluster_matches_thread_pool(tmp_path, prefect_server, monkey
     assert threaded[0][0]["history"] != threaded[1][0]["history"]
 
 
-def test_runner_choice_and_threads():
-    assert type(make_task_runner(RuntimeConfig())).__name__ == "ThreadPoolTaskRunner"
+def test_threads_per_task():
     assert threads_per_task(RuntimeConfig(threads=3)) == 3
     assert threads_per_task(RuntimeConfig(max_workers=os.cpu_count() * 4)) == 1
     assert fan_out(str, [], RuntimeConfig()) == []
