@@ -122,26 +122,35 @@ def genotype_to_row(genotype: CellGenotype, op_names: Sequence[str]) -> np.ndarr
     return np.array(row, dtype=np.int64)
 
 
-def path_mix(half_row: np.ndarray, op_names: Sequence[str], device: torch.device) -> MixWeights:
+def path_mix(half_row: np.ndarray, op_names: Sequence[str], device: torch.device,
+             edge_ops: Optional[Sequence[Sequence[str]]] = None) -> MixWeights:
     """One-path weights of one cell kind: weight 1 and the drawn op on the
-    8 kept edges, weight 0 and ``none`` on the others."""
-    zero = list(op_names).index(ZERO)
-    index = torch.full((len(EDGES),), zero, dtype=torch.long)
-    weights = torch.zeros(len(EDGES), len(op_names))
+    8 kept edges, weight 0 and ``none`` (or the edge's first op when P-DARTS
+    pruned ``none`` there) on the others. ``edge_ops``: the supernet's op
+    names per edge when they differ from ``op_names`` (P-DARTS)."""
+    edge_ops = [tuple(op_names)] * len(EDGES) if edge_ops is None else [tuple(o) for o in edge_ops]
+    index = torch.tensor([ops.index(ZERO) if ZERO in ops else 0 for ops in edge_ops], dtype=torch.long)
+    weights = torch.zeros(len(EDGES), len(edge_ops[0]))
     for k in range(NUM_NODES):
         for pick in range(PICKS):
             src, op = int(half_row[4 * k + 2 * pick]), int(half_row[4 * k + 2 * pick + 1])
             e = edge_index(NUM_INPUTS + k, src)
-            index[e], weights[e, op] = op, 1.0
+            name = op_names[op]
+            if name not in edge_ops[e]:
+                raise ValueError(f"edge {EDGES[e]}: op {name!r} is not in the supernet there ({edge_ops[e]})")
+            index[e] = edge_ops[e].index(name)
+            weights[e, index[e]] = 1.0
     return MixWeights(weights.to(device), None, index.to(device))
 
 
 @torch.no_grad()
 def cell_outputs(net: SearchNetwork, probe: Iterable, row: np.ndarray, op_names: Sequence[str],
-                 device: torch.device) -> list[torch.Tensor]:
+                 device: torch.device, edge_ops: Optional[Mapping[str, Sequence]] = None) -> list[torch.Tensor]:
     """GAP'd outputs of every cell, averaged over the probe images."""
     half = ROW_WIDTH // 2
-    mixes = (path_mix(row[:half], op_names, device), path_mix(row[half:], op_names, device))
+    edge_ops = edge_ops or {}
+    mixes = (path_mix(row[:half], op_names, device, edge_ops.get("normal")),
+             path_mix(row[half:], op_names, device, edge_ops.get("reduce")))
     sums: list[torch.Tensor] = []
     seen = 0
     for batch in probe:
@@ -158,9 +167,11 @@ def cell_outputs(net: SearchNetwork, probe: Iterable, row: np.ndarray, op_names:
 def cell_output_features(net: SearchNetwork, states: Iterable[Mapping[str, torch.Tensor]], archs: np.ndarray,
                          op_names: Sequence[str], probe: Iterable, device: torch.device,
                          bn: Literal["running", "batch"] = "running",
-                         progress: Optional[Progress] = None) -> np.ndarray:
+                         progress: Optional[Progress] = None,
+                         edge_ops: Optional[Mapping[str, Sequence]] = None) -> np.ndarray:
     """Eq. 7 per cell: features (u, cells, η) float32 for the rows of
-    ``archs``; ``states`` yields the supernet state_dict of each epoch."""
+    ``archs``; ``states`` yields the supernet state_dict of each epoch;
+    ``edge_ops`` ({"normal", "reduce"} -> op names per edge) for P-DARTS."""
     archs = np.asarray(archs)
     if archs.ndim != 2 or archs.shape[1] != ROW_WIDTH:
         raise ValueError(f"cell architectures: expected shape (u, {ROW_WIDTH}), got {archs.shape}")
@@ -171,10 +182,31 @@ def cell_output_features(net: SearchNetwork, states: Iterable[Mapping[str, torch
     for epoch, state in enumerate(states):
         net.load_state_dict(state)
         set_bn_mode(net, bn)
-        outs = [cell_outputs(net, probe, row, op_names, device) for row in archs]
+        outs = [cell_outputs(net, probe, row, op_names, device, edge_ops) for row in archs]
         if epoch == 0:
             first = outs
         columns.append(np.array([[float(cosine(f, o)) for f, o in zip(fa, oa)] for fa, oa in zip(first, outs)]))
     if not columns:
         raise ValueError("no checkpoints given: Eq. 7 needs at least one epoch")
     return np.stack(columns, axis=2).astype(np.float32)
+
+
+def cell_arch_scores(archs: np.ndarray, probabilities: Mapping[str, np.ndarray],
+                     edge_weights: Optional[Mapping[str, np.ndarray]] = None, log: bool = False) -> np.ndarray:
+    """Eq. 9's "sum over layers of the operation probability", for cells:
+    per row, the sum over both cells' 8 kept edges of edge_weight x p(op)
+    (``log``: of log(edge_weight x p(op))). Shape (u,)."""
+    archs = np.asarray(archs)
+    total = np.zeros(archs.shape[0])
+    half = ROW_WIDTH // 2
+    for part, kind in enumerate(KINDS):
+        p = np.asarray(probabilities[kind], dtype=np.float64)
+        w = np.ones(len(EDGES)) if edge_weights is None else np.asarray(edge_weights[kind], dtype=np.float64)
+        for k in range(NUM_NODES):
+            node_start = node_edges(NUM_INPUTS + k).start
+            for pick in range(PICKS):
+                col = part * half + 4 * k + 2 * pick
+                e = node_start + archs[:, col].astype(np.int64)
+                value = w[e] * p[e, archs[:, col + 1].astype(np.int64)]
+                total += np.log(np.clip(value, 1e-300, None)) if log else value
+    return total

@@ -8,7 +8,7 @@ import torch
 
 from nas_core.dcnas.cell_paths import (ROW_WIDTH, cell_output_features, genotype_to_row, path_mix,
                                        row_to_genotype, sample_cell_archs)
-from nas_core.spaces.cell import derive_genotype, edge_index, op_set
+from nas_core.spaces.cell import CellGenotype, derive_genotype, edge_index, op_set
 from nas_core.supernet.cell import MixedOp, SearchNetwork
 
 OPS = op_set("darts")
@@ -81,3 +81,15 @@ def test_path_mix_runs_one_op_per_edge_and_features_shape():
     assert feats.shape == (len(archs), 3, 3)
     np.testing.assert_allclose(feats[:, :, 0], 1.0, atol=1e-6)
     assert (feats[:, :, 2] < 1.0).all()
+
+
+def test_path_mix_maps_ops_onto_pruned_edges():
+    pruned = [("skip_connect", "sep_conv_3x3")] * 14  # P-DARTS kept two ops, no "none"
+    cell = (("sep_conv_3x3", 0), ("skip_connect", 1)) * 4
+    row = genotype_to_row(CellGenotype(normal=cell, reduce=cell), OPS)
+    mix = path_mix(row[:ROW_WIDTH // 2], OPS, torch.device("cpu"), pruned)
+    assert mix.ops.shape == (14, 2) and float(mix.ops.sum()) == 8.0
+    assert mix.index[edge_index(2, 0)] == 1 and mix.index[edge_index(2, 1)] == 0
+    assert float(mix.ops[edge_index(5, 4)].sum()) == 0.0
+    with pytest.raises(ValueError, match="not in the supernet"):
+        path_mix(row[:ROW_WIDTH // 2], OPS, torch.device("cpu"), [("skip_connect", "max_pool_3x3")] * 14)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 from dcnas_project import stage_context, tiny_params
@@ -12,6 +13,8 @@ from nas_core.data import load_source, make_splits, write_splits
 from nas_core.spaces.cell import CellGenotype
 from nas_core.supernet.cell import load_exported
 from nas_core.train.checkpoint import list_checkpoints
+from nas_core.io import load_npy
+from tasks.dcnas_cell import cell_network, run_cell_features, run_cell_sample
 from tasks.search_cell import is_cell_strategy, run_cell_search
 from tests.conftest import REPO
 
@@ -30,13 +33,18 @@ def project(tmp_path_factory):
     return root, params
 
 
-@pytest.mark.slow
-def test_cell_search_writes_genotype_pictures_tables_and_network(project):
+@pytest.fixture(scope="module")
+def searched(project):
     root, params = project
     torch.set_num_threads(1)
-    assert is_cell_strategy("pc_darts") and not is_cell_strategy("fbnet")
     ctx = stage_context(root, params, "search")
-    metrics = run_cell_search(params, ctx)
+    return root, params, ctx, run_cell_search(params, ctx)
+
+
+@pytest.mark.slow
+def test_cell_search_writes_genotype_pictures_tables_and_network(searched):
+    root, params, ctx, metrics = searched
+    assert is_cell_strategy("pc_darts") and not is_cell_strategy("fbnet")
     out = ctx.out
     genotype = CellGenotype.from_dict(json.loads((out / "genotype.json").read_text()))
     for name in ("cell_normal.png", "cell_reduce.png", "probabilities.png"):
@@ -53,3 +61,19 @@ def test_cell_search_writes_genotype_pictures_tables_and_network(project):
     again = run_cell_search(params, stage_context(root, params, "search"))
     assert CellGenotype.from_dict(json.loads((out / "genotype.json").read_text())) == genotype
     assert again["loss"] == metrics["loss"]
+
+
+@pytest.mark.slow
+def test_dcnas_sample_and_features_on_the_cell_space(searched):
+    root, params, _, _ = searched
+    params = params.model_copy(update={"dcnas_sample": params.dcnas_sample.model_copy(update={"num_samples": 6})})
+    sampled = run_cell_sample(params, stage_context(root, params, "dcnas_sample"))
+    archs = load_npy(root / "artifacts" / "dcnas_sample" / "archs.npy")
+    assert sampled["num_drawn"] == 6 and archs.shape == (sampled["num_unique"], 32)
+    metrics = run_cell_features(params, stage_context(root, params, "dcnas_features"))
+    features = load_npy(root / "artifacts" / "dcnas_features" / "features.npy")
+    assert features.shape == (len(archs), 3, 2) and metrics["num_layers"] == 3
+    np.testing.assert_allclose(features[:, :, 0], 1.0, atol=1e-6)
+    op_names = json.loads((root / "artifacts" / "dcnas_sample" / "summary.json").read_text())["op_names"]
+    net = cell_network(params, stage_context(root, params, "retrain"), archs[0], op_names)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
