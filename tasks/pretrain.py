@@ -59,12 +59,12 @@ def latency_table(params: Params, ctx: Any, space: LayerwiseSpace) -> LatencyTab
     measurement (saved before training starts)."""
     path = ctx.out / LATENCY_FILE
     if path.is_file():
-        table = LatencyTable.load(path)
         try:
+            table = LatencyTable.load(path)
             table.check(space)
             if table.device == str(ctx.device):
                 return table
-        except ValueError:
+        except ValueError:  # unreadable or for another space: measure again
             pass
     table = measure_latency_table(space, ctx.device, params.pretrain.latency_repeats, progress=ctx.progress)
     table.save(path)

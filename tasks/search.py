@@ -7,8 +7,8 @@
   derives FBNet's architecture, argmax θ per layer. Writes into ``ctx.out``:
   ``probabilities.csv`` (layers x ops, softmax θ), ``genotype.json``
   (``Genotype.to_json``), ``cost.json`` (FLOPs, params, latency from the
-  pretrain stage's measured table) and ``theta_heatmap.png`` (softmax θ over
-  the epochs, one panel per layer); all logged to MLflow.
+  pretrain stage's measured table) and ``theta_heatmap.png`` (θ over the
+  epochs, one panel per layer); all logged to MLflow.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from nas_core.config import Params
+from nas_core.config import Params, ParamsError
 from nas_core.cost import LatencyTable, genotype_cost
+from nas_core.data import DataError
 from nas_core.io import atomic_path, write_json, write_text
 from nas_core.strategies import STRATEGIES, SearchResult
 from nas_core.train import latest_good_checkpoint
@@ -31,28 +32,24 @@ SECTIONS = ("search", "pretrain")
 FROM_PRETRAIN = ("fbnet",)
 
 
-class MissingInputError(FileNotFoundError):
-    """An input another stage should have written is absent or incomplete."""
-
-
 def run(params: Params, ctx: Any) -> dict[str, float]:
     name = params.search.strategy
     if is_cell_strategy(name):
         return run_cell_search(params, ctx)
     if name in FROM_PRETRAIN:
         return run_fbnet_search(params, ctx)
-    raise ValueError(f"search.strategy = {name!r}: the search stage runs cell strategies and "
-                     f"{', '.join(FROM_PRETRAIN)}")
+    raise ParamsError(f"search.strategy = {name!r}: the search stage runs cell strategies and "
+                      f"{', '.join(FROM_PRETRAIN)}")
 
 
 def last_pretrain_state(params: Params, ctx: Any) -> dict[str, Any]:
     directory = ctx.artifacts("pretrain") / CHECKPOINTS
     found = latest_good_checkpoint(directory)
     if found is None:
-        raise MissingInputError(f"{directory}: no pretrain checkpoint; run `nasflow stage pretrain` first")
+        raise DataError(f"{directory}: no pretrain checkpoint; run `nasflow stage pretrain` first")
     epoch, state = found
     if epoch != params.pretrain.epochs:
-        raise MissingInputError(f"{directory}: newest good checkpoint is epoch {epoch} of "
+        raise DataError(f"{directory}: newest good checkpoint is epoch {epoch} of "
                                 f"pretrain.epochs = {params.pretrain.epochs}; rerun the pretrain stage")
     return state
 
@@ -61,7 +58,7 @@ def run_fbnet_search(params: Params, ctx: Any) -> dict[str, float]:
     space = layerwise_space(params, ctx)
     latency_path = ctx.artifacts("pretrain") / LATENCY_FILE
     if not latency_path.is_file():
-        raise MissingInputError(f"{latency_path}: missing; run `nasflow stage pretrain` first")
+        raise DataError(f"{latency_path}: missing; run `nasflow stage pretrain` first")
     latency = LatencyTable.load(latency_path)
     state = last_pretrain_state(params, ctx)
     strategy = STRATEGIES.get(params.search.strategy)(space, params.pretrain, ctx.device, params.runtime.seed,
@@ -107,15 +104,17 @@ def write_probabilities(path: Path, probs: np.ndarray, op_names: list[str]) -> N
 
 
 def theta_heatmap(theta_history: np.ndarray, op_names: list[str], title: str) -> Any:
-    """One panel per layer: softmax θ (x: op, y: epoch), shared colour scale."""
+    """One panel per layer: θ minus its mean over ops (x: op, y: epoch) on
+    one symmetric diverging scale, so early, small movements show (softmax
+    is monotone: the reddest cell of the last row is the argmax op)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     epochs, layers, _ = theta_history.shape
-    shifted = theta_history - theta_history.max(axis=2, keepdims=True)
-    probs = np.exp(shifted) / np.exp(shifted).sum(axis=2, keepdims=True)
+    centred = theta_history - theta_history.mean(axis=2, keepdims=True)
+    scale = float(np.abs(centred).max()) or 1.0
     cols = min(layers, 6)
     rows = math.ceil(layers / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 0.25 * max(epochs, 4) * rows + 1.2),
@@ -125,7 +124,7 @@ def theta_heatmap(theta_history: np.ndarray, op_names: list[str], title: str) ->
         if layer >= layers:
             ax.axis("off")
             continue
-        image = ax.imshow(probs[:, layer, :], aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis",
+        image = ax.imshow(centred[:, layer, :], aspect="auto", vmin=-scale, vmax=scale, cmap="RdBu_r",
                           extent=(-0.5, len(op_names) - 0.5, epochs + 0.5, 0.5))
         ax.set_title(f"layer {layer}", fontsize=8)
         ax.set_xticks(range(len(op_names)))
@@ -134,6 +133,6 @@ def theta_heatmap(theta_history: np.ndarray, op_names: list[str], title: str) ->
     for ax in axes[:, 0]:
         ax.set_ylabel("epoch", fontsize=7)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="softmax(θ)")
+        fig.colorbar(image, ax=axes, shrink=0.6, label="θ − mean over ops")
     fig.suptitle(f"θ over epochs — {title}", fontsize=9)
     return fig

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas_core.data import load_source, make_splits, write_splits
+from nas_core.data import DataError, load_source, make_splits, write_splits
 from nas_core.spaces import Genotype
 from nas_core.train import list_checkpoints, load_checkpoint
 from tasks import pretrain, search
@@ -80,7 +80,7 @@ def test_fbnet_search_derives_the_argmax_of_the_saved_theta(project: Path) -> No
 
 def test_search_before_pretrain_finished_is_a_clear_error(tmp_path: Path, project: Path) -> None:
     params = tiny_params(subset=dict(PARAMS.subset.model_dump()), pretrain={"epochs": 5, "warmup_epochs": 1})
-    with pytest.raises(FileNotFoundError, match="newest good checkpoint is epoch 3 of pretrain.epochs = 5"):
+    with pytest.raises(DataError, match="newest good checkpoint is epoch 3 of pretrain.epochs = 5"):
         search.run(params, stage_context(project, params, "search"))
 
 
