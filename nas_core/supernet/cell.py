@@ -88,7 +88,7 @@ class MixedOp(nn.Module):
             return out
         rest = x[:, inner:]
         if self.stride == 2:
-            rest = F.max_pool2d(rest, 2, 2)
+            rest = F.max_pool2d(rest, 2, 2, ceil_mode=True)  # odd sizes: same as the ops
         return channel_shuffle(torch.cat([out, rest], dim=1), self.k)
 
     def _run_op(self, i: int, x: torch.Tensor) -> torch.Tensor:

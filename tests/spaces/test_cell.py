@@ -110,3 +110,15 @@ def test_final_network_is_deeper_and_wider_than_proxy():
     assert [c.reduction for c in big.cells] == [False, False, True, False, True, False]
     big.set_drop_path(0.2)
     assert big.train()(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_supernet_handles_odd_sizes_at_reductions(k):
+    from nas_core.supernet.cell import ArchParams, MixWeights, SearchNetwork
+
+    torch.manual_seed(0)
+    net = SearchNetwork(1, 10, 4, 3, [S1] * 14, [S1] * 14, k=k)  # 14x14 -> 7x7 -> 4x4
+    arch = ArchParams(len(S1))
+    mixes = [MixWeights(arch.alpha(kind).softmax(-1)) for kind in ("normal", "reduce")]
+    assert net(torch.randn(2, 1, 14, 14), *mixes).shape == (2, 10)
+    assert CellNetwork(GENOTYPE, 1, 10, 4, 3)(torch.randn(2, 1, 14, 14)).shape == (2, 10)
