@@ -206,7 +206,13 @@ class DistributedFBNet(FBNetStrategy):
     ``setup`` (builds ``self.net``, the optimisers and ``self.lat_table``)
     and ``loss_fn`` (the loss ``train_epoch`` trains with); the lifecycle,
     state_dict and resume are FBNet's own. Give it :func:`shard_search_data`
-    loaders. With one process it behaves exactly as FBNetStrategy."""
+    loaders. A resumed run starts every rank from rank 0's checkpoint. With
+    one process it behaves exactly as FBNetStrategy."""
+
+    def run(self, data: SearchData, callbacks: Any = (), state: dict[str, Any] | None = None) -> Any:
+        """Resume every rank from rank 0's state (only rank 0 reads the real
+        checkpoint directory), so all ranks train the same epochs."""
+        return super().run(data, callbacks, broadcast_object(state))
 
     def setup(self, data: SearchData) -> None:
         super().setup(data)

@@ -41,3 +41,19 @@ def test_two_processes_keep_theta_identical_and_match_one_process(tmp_path):
     for a, b in zip(single["history"], multi["history"]):
         assert b["expected_latency_ms"] == pytest.approx(a["expected_latency_ms"], rel=1e-3)
         assert b["loss"] == pytest.approx(a["loss"], rel=0.05)  # rank 0 reports its half of the samples
+
+
+def test_stage_entry_writes_outputs_and_one_run_from_rank_0(template_project, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from service_procs import copy_project
+
+    project = copy_project(template_project, tmp_path / "project")
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "flows.distributed", "subset"]
+    proc = sh(*cmd, cwd=project, check=False, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (project / "artifacts" / "subset").is_dir() and (project / "metrics" / "subset.json").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.data.tags["nasflow.stage"] for r in runs] == ["subset"]  # rank 1 logged nothing
