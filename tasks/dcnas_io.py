@@ -15,7 +15,7 @@ from nas_core.spaces import Genotype, LayerwiseSpace
 from nas_core.train.checkpoint import list_checkpoints, load_checkpoint
 from tasks.pretrain import CHECKPOINTS, LATENCY_FILE, layerwise_space
 
-__all__ = ["CHECKPOINTS", "LATENCY_FILE", "layerwise_space", "pretrain_checkpoints", "chosen_checkpoints",
+__all__ = ["CHECKPOINTS", "LATENCY_FILE", "layerwise_space", "pretrain_checkpoints", "pick_epochs", "chosen_checkpoints",
            "model_states", "final_probabilities", "need", "load_samples", "genotype_of"]
 
 
@@ -28,17 +28,23 @@ def pretrain_checkpoints(ctx: Any) -> list[tuple[int, Path]]:
     return found
 
 
-def chosen_checkpoints(ctx: Any, epochs: list[int] | None) -> list[tuple[int, Path]]:
-    """The checkpoints of ``dcnas_features.epochs`` (None: all saved)."""
-    found = pretrain_checkpoints(ctx)
+def pick_epochs(found: list[tuple[int, Path]], epochs: list[int] | None, what: str = "checkpoint"
+                ) -> list[tuple[int, Path]]:
+    """The (epoch, path) pairs of ``dcnas_features.epochs`` among ``found``
+    (None: all of them); a missing epoch is a DataError naming the key."""
     if epochs is None:
         return found
     by_epoch = dict(found)
     missing = [e for e in epochs if e not in by_epoch]
     if missing:
-        raise DataError(f"dcnas_features.epochs = {epochs}: epochs {missing} have no checkpoint "
+        raise DataError(f"dcnas_features.epochs = {epochs}: epochs {missing} have no {what} "
                         f"(saved: {sorted(by_epoch)})")
     return [(e, by_epoch[e]) for e in epochs]
+
+
+def chosen_checkpoints(ctx: Any, epochs: list[int] | None) -> list[tuple[int, Path]]:
+    """The pretrain checkpoints of ``dcnas_features.epochs`` (None: all saved)."""
+    return pick_epochs(pretrain_checkpoints(ctx), epochs)
 
 
 def model_states(checkpoints: list[tuple[int, Path]]) -> Iterator[dict[str, torch.Tensor]]:
