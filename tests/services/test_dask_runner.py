@@ -78,9 +78,10 @@ def test_gpu_resources_declared_only_when_a_gpu_is_in_use():
         assert "resources" not in dask.get_annotations()
 
 
-@pytest.fixture
-def external_cluster(tmp_path, prefect_server):
+@pytest.fixture(scope="module")
+def external_cluster(tmp_path_factory, prefect_server):
     """`dask scheduler` and two `dask worker`s, one advertising GPU=1."""
+    tmp_path = tmp_path_factory.mktemp("dask")
     port = free_port()
     address = f"tcp://{HOST}:{port}"
     env = {**worker_env(), "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parents[1])])}
@@ -118,6 +119,20 @@ def test_external_scheduler_matches_thread_pool_and_honours_gpu_resources(extern
     assert numbers(results) == numbers(thread_results)
     assert {r["marker"] for r in results} == {marker}  # set by the runner's worker plugin
 
-    on_gpu = run_mapped(runtime, gpu=True)
+    on_gpu = run_mapped(runtime, gpu=True)  # the worker plugin was registered once more: harmless
     assert numbers(on_gpu) == numbers(thread_results)
     assert {r["worker"] for r in on_gpu} == {"gpu"}  # only the worker advertising GPU=1
+
+
+def test_external_scheduler_per_cluster_evaluation_matches_thread_pool(external_cluster, tmp_path):
+    from flows.fanout import fan_out
+    from tasks.evaluate import evaluate_cluster
+    from tests.tasks.dcnas_project import make_dcnas_project, tiny_params
+    from tests.tasks.test_dcnas_fanout import jobs_for
+
+    params = tiny_params()
+    jobs = jobs_for(make_dcnas_project(tmp_path / "project", params), params)
+    threaded = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="thread", max_workers=2))
+    dasked = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="dask", dask_address=external_cluster))
+    assert [[(r["name"], r["history"], r["val_acc"]) for r in cluster] for cluster in dasked] == \
+        [[(r["name"], r["history"], r["val_acc"]) for r in cluster] for cluster in threaded]
