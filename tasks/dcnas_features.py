@@ -37,10 +37,11 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     archs, _, _ = load_samples(ctx)
     checkpoints = chosen_checkpoints(ctx, cfg.epochs)
     model = LayerwiseSupernet(layerwise_space(params, ctx))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     info: dict[str, Any] = {"method": cfg.method, "epochs": [e for e, _ in checkpoints], "bn": cfg.bn}
     if cfg.method == "params":
-        features = extract_param_features(model, model_states(checkpoints), archs, progress=ctx.progress)
+        features = extract_param_features(model, model_states(checkpoints), archs, progress=ctx.progress,
+                                          num_epochs=len(checkpoints))
     else:
         chunk = plan_chunk_size(model, ctx.data_info.input_shape, ctx.device, cfg.memory_mb, cfg.probe_batch_size)
         probe = make_loader(ctx.splits()["probe"], chunk, shuffle=False)
@@ -52,15 +53,16 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
         info["threads"] = threads
         with torch_threads(threads):
             features = extract_output_features(model, model_states(checkpoints), archs, probe, ctx.device, cfg.bn,
-                                               progress=ctx.progress)
-    seconds = time.perf_counter() - start
+                                               progress=ctx.progress, num_epochs=len(checkpoints))
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     assert np.isfinite(features).all(), "features contain NaN/inf"
     save_npy(ctx.out / "features.npy", features)
-    info.update(shape=list(features.shape), seconds=seconds)
+    info.update(shape=list(features.shape), seconds=seconds, cpu_seconds=cpu_seconds)
     write_json(ctx.out / "summary.json", info)
     ctx.log.log_dict(info, "dcnas_features/summary.json")
     metrics = {"num_archs": features.shape[0], "num_layers": features.shape[1], "num_epochs": features.shape[2],
-               "seconds": seconds, "archs_per_s": features.shape[0] / max(seconds, 1e-9),
+               "seconds": seconds, "cpu_seconds": cpu_seconds,
+               "archs_per_s": features.shape[0] / max(seconds, 1e-9),
                "feature_mean": float(features.mean()), "feature_std": float(features.std())}
     if "trie_nodes" in info:
         metrics["prefix_sharing_ratio"] = info["naive_nodes"] / info["trie_nodes"]

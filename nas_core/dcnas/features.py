@@ -202,7 +202,7 @@ def _check_archs(model: nn.Module, archs: np.ndarray) -> np.ndarray:
 def extract_output_features(model: nn.Module, states: Iterable[Mapping[str, torch.Tensor]], archs: np.ndarray,
                             probe: Iterable, device: torch.device, bn: Literal["running", "batch"] = "running",
                             method: Literal["trie", "naive"] = "trie",
-                            progress: Progress | None = None) -> np.ndarray:
+                            progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
     """Eq. 7 features (u, L, η) float32 of the rows of ``archs`` (u, L).
 
     ``states`` yields the supernet state_dict of each chosen epoch in order
@@ -215,7 +215,8 @@ def extract_output_features(model: nn.Module, states: Iterable[Mapping[str, torc
     model.to(device, memory_format=torch.channels_last)
     first: list[torch.Tensor] | None = None
     columns: list[list[torch.Tensor]] = []
-    states = progress(states, desc=f"features ({method})") if progress is not None else states
+    if progress is not None:
+        states = progress(states, desc=f"features ({method}, {archs.shape[0]} archs)", total=num_epochs)
     for state in states:
         model.load_state_dict(state)
         set_bn_mode(model, bn)
@@ -259,14 +260,14 @@ def _flat(state: Mapping[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
 
 
 def param_feature_table(model: nn.Module, states: Iterable[Mapping[str, torch.Tensor]],
-                        progress: Progress | None = None) -> np.ndarray:
+                        progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
     """Eq. 6 per op: table (L, n_ops_max, η) with F_{l,i,e} = cos(θ^{l,i,1},
     θ^{l,i,e}); parameter-free ops get 1 (both vectors empty)."""
     names = op_parameter_names(model)
     width = max(len(layer) for layer in names)
     first: list[list[torch.Tensor]] | None = None
     columns: list[np.ndarray] = []
-    states = progress(states, desc="features (params)") if progress is not None else states
+    states = progress(states, desc="features (params)", total=num_epochs) if progress is not None else states
     for state in states:
         current = [[_flat(state, keys) for keys in layer] for layer in names]
         first = current if first is None else first
@@ -281,10 +282,10 @@ def param_feature_table(model: nn.Module, states: Iterable[Mapping[str, torch.Te
 
 
 def extract_param_features(model: nn.Module, states: Iterable[Mapping[str, torch.Tensor]], archs: np.ndarray,
-                           progress: Progress | None = None) -> np.ndarray:
+                           progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
     """Eq. 6 features (u, L, η) float32 of the rows of ``archs``."""
     archs = _check_archs(model, archs)
-    table = param_feature_table(model, states, progress)
+    table = param_feature_table(model, states, progress, num_epochs)
     layers = np.arange(archs.shape[1])[None, :]
     out = table[layers, archs].astype(np.float32)
     if not np.isfinite(out).all():
