@@ -53,6 +53,21 @@ def prefect_api_url() -> str | None:
     return str(url) if url else None
 
 
+def ensure_api_url() -> str:
+    """:func:`prefect_api_url`, or, in ephemeral mode, the URL of a local
+    API server started now (this process's lifetime), so worker processes
+    share it instead of each starting its own ephemeral server."""
+    url = prefect_api_url()
+    if url:
+        return url
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    server = SubprocessASGIServer()
+    server.start(timeout=int(get_current_settings().server.ephemeral.startup_timeout_seconds))
+    return str(server.api_url)
+
+
 def worker_env() -> dict[str, str]:
     """Environment for worker processes: tracking URI, Prefect API URL (so a
     worker reports to this flow's API instead of starting its own ephemeral
@@ -130,9 +145,7 @@ def make_dask_runner(runtime: RuntimeConfig) -> Any:
     runner_class = _dask_runner_class()
     if runtime.dask_address:
         return runner_class(address=runtime.dask_address)
-    api = prefect_api_url()
-    if api:
-        os.environ.setdefault("PREFECT_API_URL", api)
+    os.environ["PREFECT_API_URL"] = ensure_api_url()
     return runner_class(cluster_class="distributed.LocalCluster",
                         cluster_kwargs=local_cluster_kwargs(runtime, gpu_in_use(runtime)))
 
