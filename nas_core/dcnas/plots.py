@@ -39,13 +39,13 @@ def cluster_scatter(features: np.ndarray, labels: np.ndarray, representatives: S
     for c in range(k):
         sel = labels[shown] == c
         ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.5, color=colors[c], label=f"cluster {c}")
-    ax.scatter(rep_xy[:, 0], rep_xy[:, 1], marker="*", s=260, c=[colors[c] for c in range(k)],
+    ax.scatter(rep_xy[:, 0], rep_xy[:, 1], marker="*", s=220, c=[colors[c] for c in range(k)],
                edgecolors="black", linewidths=1.2, label="representative", zorder=3)
     ratio = pca.explained_variance_ratio_
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%} of variance)")
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%} of variance)" if ratio.size > 1 else "PC2")
     ax.set_title(f"DC-NAS feature space: {x.shape[0]} architectures, K = {k}")
-    ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
 
