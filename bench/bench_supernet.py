@@ -199,12 +199,9 @@ def main() -> None:
         print(json.dumps(measure_memory()))
         return
     sys.path.insert(0, str(HERE))
-    from run import machine_info, table, write_result
+    from run import main as run_benchmarks  # prints the table, writes bench/results/supernet.json
 
-    result = run(args.quick)
-    print(table(result["rows"]))
-    print(json.dumps(result["summary"], indent=2))
-    print(f"written: {write_result(result, machine_info())}")
+    run_benchmarks([*(["--quick"] if args.quick else []), "supernet"])
 
 
 if __name__ == "__main__":
