@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv)
     try:
         result = nas_ablation(str(Path.cwd()), args.params, parse_overrides(args.overrides))
     except StageFailed as exc:
