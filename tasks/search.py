@@ -29,6 +29,9 @@ from tasks.pretrain import CHECKPOINTS, LATENCY_FILE, layerwise_space, search_da
 from tasks.search_cell import is_cell_strategy, run_cell_search
 
 SECTIONS = ("search", "pretrain")
+# Persistent (dvc.yaml `persist: true`): a killed cell search resumes from
+# artifacts/search/checkpoints; every result file is written atomically.
+PERSISTENT = True
 FROM_PRETRAIN = ("fbnet",)
 
 
