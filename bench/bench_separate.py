@@ -8,7 +8,8 @@ real digits images (the default D~), validation on 144 images and the Eq. 6/7
 features on 256 probe images after every epoch, exactly what
 ``separate_job`` does in the stage. Modes:
 
-* ``sequential, 1 thread``: the baseline (what the stage runs with 1 worker);
+* ``sequential, 1 thread``: the baseline (what the stage runs with 1 worker;
+  one untimed warm-up network first absorbs torch's one-time set-up);
 * ``sequential, 2 threads``: torch's default intra-op threading on 2 cores;
 * ``thread runner, 2 workers``: ``flows.fanout.fan_out`` with
   ``ThreadPoolTaskRunner(2)``, 1 torch thread per network (Prefect's
@@ -99,6 +100,7 @@ def run(quick: bool = False) -> dict:
     threads_before = torch.get_num_threads()
     thread_runtime = RuntimeConfig(task_runner="thread", max_workers=2)
     fan_out_with(thread_runtime)(_noop, [0, 1])  # start Prefect's ephemeral API before timing
+    timed("warm-up", sequential, 2, 2, 1, 1)  # torch's one-time kernel set-up, not charged to any mode
     rows = [timed("sequential, 1 thread", sequential, num_archs, epochs, 1, 1),
             timed("sequential, 2 threads", sequential, num_archs, epochs, 2, 1),
             timed("thread runner, 2 workers", fan_out_with(thread_runtime), num_archs, epochs, 1, 2)]
