@@ -101,4 +101,5 @@ def test_evaluate_and_retrain(project, prefect_server):
                                   filter_string=f"tags.mlflow.parentRunId = '{ctx.log.run_id}'")
     assert sorted(r.info.run_name for r in children) == ["retrain:baseline", "retrain:cluster0",
                                                          "retrain:cluster1", "retrain:cluster2"]
-    assert client.get_latest_versions("nasflow-best")[0].run_id == chosen["mlflow_run_id"]
+    versions = client.search_model_versions("name = 'nasflow-best'")
+    assert [v.run_id for v in versions] == [chosen["mlflow_run_id"]]
