@@ -13,9 +13,12 @@ def train_tiny(seed: int) -> dict:
     this process may not start children (a DataLoader with workers fails
     in a daemonic Dask worker with 'daemonic processes are not allowed to
     have children')."""
-    torch.manual_seed(seed)
-    x, y = torch.randn(64, 8), torch.randint(0, 3, (64,))
+    g = torch.Generator().manual_seed(seed)  # not the global RNG: thread-pool tasks share that one
+    x, y = torch.randn(64, 8, generator=g), torch.randint(0, 3, (64,), generator=g)
     model = torch.nn.Linear(8, 3)
+    with torch.no_grad():
+        model.weight.copy_(0.3 * torch.randn(3, 8, generator=g))
+        model.bias.zero_()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     for xb, yb in DataLoader(TensorDataset(x, y), batch_size=16):
         optimizer.zero_grad()
