@@ -1,6 +1,7 @@
 """A real `mlflow server` (sqlite backend, artifact root in tmp): the
-pipeline logs over HTTP; with the server down a stage exits 75 with a
-clear message and leaves no output behind."""
+pipeline logs over HTTP (parent run, nested stage runs, params, metrics;
+the DC-NAS stages' genotype artifact and registered model); with the server
+down a stage exits 75 with a clear message and leaves no output behind."""
 from __future__ import annotations
 
 import json
@@ -70,3 +71,34 @@ def test_stage_exits_75_and_writes_nothing_when_server_is_down(template_project,
     assert not (project / "artifacts" / "subset").exists()
     assert not (project / "metrics" / "subset.json").exists()
     assert not list(project.glob("artifacts/*subset*"))  # no staging directory left either
+
+
+def test_dcnas_stages_log_genotype_and_register_the_model_over_http(mlflow_server, tmp_path, prefect_server):
+    import tasks.dcnas_cluster
+    import tasks.dcnas_features
+    import tasks.dcnas_sample
+    import tasks.evaluate
+    import tasks.retrain
+    from tasks.tracking import RunLogger
+    from tests.tasks.dcnas_project import make_dcnas_project, stage_context, tiny_params
+
+    params = tiny_params()
+    root = make_dcnas_project(tmp_path / "project", params)
+    parent = RunLogger.start(mlflow_server, params.tracking.experiment, "pipeline", root)
+    for module in (tasks.dcnas_sample, tasks.dcnas_features, tasks.dcnas_cluster, tasks.evaluate, tasks.retrain):
+        ctx = stage_context(root, params, module.__name__.split(".")[-1], parent)
+        module.run(params, ctx)
+        ctx.log.end("FINISHED")
+    parent.end("FINISHED")
+
+    client = MlflowClient(tracking_uri=mlflow_server)
+    chosen = json.loads((root / "artifacts" / "retrain" / "chosen.json").read_text())
+    (version,) = client.search_model_versions(f"name = '{params.tracking.registered_model}'")
+    assert version.run_id == chosen["mlflow_run_id"]
+    names = {a.path for a in client.list_artifacts(chosen["mlflow_run_id"])}
+    assert {"genotype.json", "model"} <= names
+    path = client.download_artifacts(chosen["mlflow_run_id"], "genotype.json", str(tmp_path))
+    assert json.loads(Path(path).read_text())["ops"] == chosen["genotype"]["ops"]
+    stages = client.search_runs([parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
+    assert {r.info.run_name for r in stages} == {"stage:dcnas_sample", "stage:dcnas_features", "stage:dcnas_cluster",
+                                                 "stage:evaluate", "stage:retrain"}
