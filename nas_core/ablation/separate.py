@@ -15,7 +15,10 @@ probe is batched); the early-stopping run uses a constant learning rate, so
 that stopping at any η ≤ η_max is the same truncated run (the full-training
 schedule is cosine, stepped per epoch, see ``full.py``); the network is initialised and its
 batches shuffled from a generator seeded by (runtime seed, architecture
-index), so parallel runs are reproducible without the global RNG.
+index), so parallel runs are reproducible without the global RNG. Results
+are bit-identical across sequential and thread-pool runs at the same torch
+thread count; another intra-op thread count changes float reductions and
+so the trained numbers (the cache key does not include it).
 """
 from __future__ import annotations
 
