@@ -115,7 +115,8 @@ def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
     chosen = project / "artifacts" / "retrain" / "chosen.json"
     if retrain.is_file() and chosen.is_file():
         m, c = json.loads(retrain.read_text()), json.loads(chosen.read_text())
-        lines.append(f"chosen architecture N*: {c.get('genotype', c)}")
+        genotype = c.get("genotype", {})
+        lines.append(f"chosen architecture N*: {' | '.join(genotype.get('ops', [])) or genotype}")
         lines.append(f"test accuracy: {m.get('chosen_test_acc', float('nan')):.4f}  "
                      f"(FBNet argmax baseline: {m.get('baseline_test_acc', float('nan')):.4f})")
     lines.append(f"metrics: {project / 'metrics'}   artifacts: {project / 'artifacts'}")
