@@ -80,6 +80,9 @@ class PretrainConfig(Section):
     epochs: int = Field(8, ge=1)
     warmup_epochs: int = Field(2, ge=0)
     batch_size: int = Field(64, ge=1)
+    theta_batch_size: Optional[int] = Field(
+        None, ge=1, description="batch size of the θ steps on train_a (None: batch_size); a small "
+        "train_a (digits: ~130 images) needs smaller batches to give θ more than a few steps per epoch")
     w_lr: float = Field(0.1, gt=0)
     w_momentum: float = Field(0.9, ge=0, lt=1)
     w_weight_decay: float = Field(1e-4, ge=0)

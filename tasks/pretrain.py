@@ -49,8 +49,9 @@ def search_data(params: Params, ctx: Any, batch_size: int) -> SearchData:
     """Loaders over the subset's splits; shuffling uses each loader's own
     generator, which the strategy reseeds per epoch."""
     splits, seed, workers = ctx.splits(), params.runtime.seed, params.data.num_workers
+    arch_batch = params.pretrain.theta_batch_size or batch_size
     return SearchData(make_loader(splits["train_w"], batch_size, True, seed, workers),
-                      make_loader(splits["train_a"], batch_size, True, seed + 1, workers),
+                      make_loader(splits["train_a"], arch_batch, True, seed + 1, workers),
                       make_loader(splits["val"], batch_size, False, seed, workers))
 
 
