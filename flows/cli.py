@@ -50,7 +50,10 @@ def registries() -> dict[str, Sequence[str]]:
     from nas_core.data import SOURCES
 
     out: dict[str, Sequence[str]] = {"dataset sources": SOURCES.names()}
+    from nas_core.spaces import cell, cell_ops
+
     for title, module, attr in (("search spaces", spaces, "SPACES"), ("ops", spaces, "OPS"),
+                                ("cell op sets", cell, "OP_SETS"), ("cell ops", cell_ops, "CELL_OPS"),
                                 ("strategies", strategies, "STRATEGIES")):
         registry = getattr(module, attr, None)
         if registry is not None:
@@ -96,7 +99,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     module = importlib.import_module("flows.ablation")
-    return module.main(args.rest)
+    return module.main(["--params", args.params, *args.rest])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown and args.command != "ablation":
+        build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "ablation":  # its own options pass through (`--` optional)
+        args.rest = [a for a in (*unknown, *args.rest) if a != "--"]
     from nas_core.strategies.base import NonFiniteLossError
     from tasks.tracking import TrackingUnavailable
 

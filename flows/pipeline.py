@@ -23,6 +23,9 @@ from flows.dag import stage_order
 from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dvc_lock_entry_hash, git_commit,
                             tracking_uri)
 
+#: What `nasflow pipeline` runs by default: the main chain up to retraining
+#: (the channel-ratio ablation has its own flow, `nasflow ablation`).
+MAIN_TARGETS = ("retrain",)
 TRANSIENT_CODES = {75}  # EX_TEMPFAIL from `nasflow stage` (tracking server down)
 
 
@@ -87,7 +90,7 @@ def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
     if overrides:
         write_overrides(project / params_file, overrides)
     params = load_params(project / params_file)
-    order = stage_order(project / "dvc.yaml", stages)
+    order = stage_order(project / "dvc.yaml", stages or list(MAIN_TARGETS))
     flow_run_id = str(flow_run.get_id() or "")
     parent = RunLogger.start(tracking_uri(params, project), params.tracking.experiment, "pipeline", project,
                              tags={"prefect.flow_run_id": flow_run_id, "nasflow.kind": "pipeline",

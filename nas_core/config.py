@@ -97,10 +97,11 @@ class PretrainConfig(Section):
 
     @model_validator(mode="after")
     def _known_space(self) -> "PretrainConfig":
-        from nas_core.spaces import FBNET_PRESETS, SPACES  # lazy: keeps params loading light
+        from nas_core.spaces import FBNET_PRESETS, SUPERNET_SPACES  # lazy: keeps params loading light
 
-        if self.space not in SPACES:
-            raise CrossFieldError("pretrain.space", self.space, f"allowed: {', '.join(SPACES.names())}")
+        if self.space not in SUPERNET_SPACES:
+            raise CrossFieldError("pretrain.space", self.space,
+                                  f"allowed (spaces with a supernet): {', '.join(SUPERNET_SPACES)}")
         if self.space == "fbnet" and self.preset not in FBNET_PRESETS:
             raise CrossFieldError("pretrain.preset", self.preset, f"allowed: {', '.join(FBNET_PRESETS)}")
         return self

@@ -11,6 +11,8 @@ from nas_core.spaces.ops import FBNET_OP_NAMES, OPS, BlockOp, build_op
 #: Space factories: ``factory(preset, input_shape, num_classes) -> space``.
 SPACES: Registry[Callable[..., Any]] = Registry("search space")
 SPACES.register("fbnet")(fbnet_space)
+#: Spaces with a weight-sharing supernet (what the pretrain stage trains).
+SUPERNET_SPACES = ("fbnet",)
 
 
 def make_space(name: str, preset: str, input_shape: tuple[int, int, int], num_classes: int) -> LayerwiseSpace:
@@ -18,5 +20,7 @@ def make_space(name: str, preset: str, input_shape: tuple[int, int, int], num_cl
     return SPACES.get(name)(preset, tuple(input_shape), int(num_classes))
 
 
-__all__ = ["SPACES", "OPS", "make_space", "Genotype", "GenotypeError", "LayerSpec", "LayerwiseSpace",
+from nas_core.spaces import channel_ratio  # noqa: E402,F401  (registers "channel_ratio")
+
+__all__ = ["SPACES", "SUPERNET_SPACES", "OPS", "make_space", "Genotype", "GenotypeError", "LayerSpec", "LayerwiseSpace",
            "FBNET_PRESETS", "FBNET_OP_NAMES", "BlockOp", "build_op", "fbnet_space"]

@@ -40,7 +40,7 @@ def test_pipeline_runs_dag_then_caches_then_reruns_changed_stage(project, prefec
     second = nas_pipeline(root=str(project), stages=["subset"])
     assert second["stages"] == {"subset": "cached"}
     assert nested_runs(client, second) == []
-    status = sh("dvc", "status", cwd=project).stdout
+    status = sh("dvc", "status", "subset", cwd=project).stdout
     assert "up to date" in status
 
     third = nas_pipeline(root=str(project), stages=["subset"], overrides={"subset.fraction": 0.4})
