@@ -34,6 +34,44 @@ class TrackingUnavailable(RuntimeError):
     """The tracking server cannot be reached (a transient failure)."""
 
 
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (an MlflowException from the REST client) was
+    caused by a server that cannot be reached: refused, reset, timed out."""
+    import requests
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "Max retries exceeded" in str(exc)
+
+
+class ServerGuard:
+    """An ``MlflowClient`` whose calls raise :class:`TrackingUnavailable`
+    (exit code 75, retried by the pipeline) when the tracking server stops
+    answering mid-stage, instead of a generic MlflowException (exit 1)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except mlflow.exceptions.MlflowException as exc:
+                if unreachable(exc):
+                    raise TrackingUnavailable(f"MLflow server {self._client.tracking_uri!r} stopped answering "
+                                              f"({name}): {exc}") from exc
+                raise
+
+        return call
+
+
 def tracking_uri(params: Params, root: Path) -> str:
     """MLFLOW_TRACKING_URI wins, then ``tracking.uri``, then the project's
     sqlite store (the file store is refused by MLflow 3.13+)."""
@@ -45,6 +83,8 @@ def check_server(uri: str, retries: int, wait: float = 2.0) -> None:
     :class:`TrackingUnavailable` naming the URI when it never answers."""
     if not uri.startswith(("http://", "https://")):
         return
+    # bound MLflow's own per-request retries (default 7, about 4 minutes) by tracking.retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(retries))
     last: Exception | None = None
     for attempt in range(retries + 1):
         try:
@@ -92,7 +132,7 @@ class RunLogger:
     @classmethod
     def start(cls, uri: str, experiment: str, run_name: str, root: Path,
               parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> "RunLogger":
-        client = MlflowClient(tracking_uri=uri)
+        client = ServerGuard(MlflowClient(tracking_uri=uri))
         exp = experiment_id(client, experiment, root)
         all_tags = dict(tags or {})
         if parent_run_id:
