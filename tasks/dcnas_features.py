@@ -1,7 +1,9 @@
 """dcnas_features: the s × L × η feature tensor of the sampled architectures
 (Eq. 7 by default, Eq. 6 with ``method: params``; nas_core.dcnas.features).
 Outputs features.npy (float32, rows aligned with dcnas_sample/archs.npy) and
-summary.json (epochs used, chunk size, trie size, timing)."""
+summary.json (epochs used, chunk size, trie size, timing). For a cell
+``search.strategy``: Eq. 7 per cell output from the search stage's
+checkpoints (tasks.dcnas_cell.run_cell_features)."""
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +19,11 @@ from nas_core.dcnas.features import (build_trie, extract_output_features, extrac
 from nas_core.io import save_npy, write_json
 from nas_core.supernet.layerwise import LayerwiseSupernet
 from nas_core.train.loop import make_loader
+from tasks.dcnas_cell import run_cell_features
 from tasks.dcnas_io import chosen_checkpoints, layerwise_space, load_samples, model_states
+from tasks.search_cell import is_cell_strategy
 
-SECTIONS = ("dcnas_features",)
+SECTIONS = ("dcnas_features", "search")
 
 
 @contextlib.contextmanager
@@ -33,6 +37,12 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def run(params: Params, ctx: Any) -> dict[str, float]:
+    if is_cell_strategy(params.search.strategy):
+        return run_cell_features(params, ctx)
+    return run_layerwise(params, ctx)
+
+
+def run_layerwise(params: Params, ctx: Any) -> dict[str, float]:
     cfg = params.dcnas_features
     archs, _, _ = load_samples(ctx)
     checkpoints = chosen_checkpoints(ctx, cfg.epochs)

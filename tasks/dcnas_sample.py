@@ -1,6 +1,8 @@
 """dcnas_sample: s architectures drawn layer by layer from softmax(θ) of the
 final pretrain checkpoint (nas_core.dcnas.sample). Outputs archs.npy (unique
-op-index rows), counts.npy, probs.npy (the table drawn from), summary.json."""
+op-index rows), counts.npy, probs.npy (the table drawn from), summary.json.
+For a cell ``search.strategy`` the cell space's sampler runs instead
+(tasks.dcnas_cell.run_cell_sample: the search stage's edge/op tables)."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,12 +12,20 @@ import numpy as np
 from nas_core.config import Params
 from nas_core.dcnas.sample import sample_architectures
 from nas_core.io import save_npy, write_json
+from tasks.dcnas_cell import run_cell_sample
 from tasks.dcnas_io import final_probabilities, layerwise_space
+from tasks.search_cell import is_cell_strategy
 
-SECTIONS = ("dcnas_sample", "pretrain")
+SECTIONS = ("dcnas_sample", "pretrain", "search")
 
 
 def run(params: Params, ctx: Any) -> dict[str, float]:
+    if is_cell_strategy(params.search.strategy):
+        return run_cell_sample(params, ctx)
+    return run_layerwise(params, ctx)
+
+
+def run_layerwise(params: Params, ctx: Any) -> dict[str, float]:
     space = layerwise_space(params, ctx)
     epoch, probs = final_probabilities(ctx)
     if probs.shape != (space.num_layers, space.num_ops):

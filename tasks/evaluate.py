@@ -4,7 +4,9 @@ fanout.py, task runner from params.runtime). Each cluster's candidates
 early-stopped on D~ (``subset`` split, ``evaluate.epochs``) and scored on
 the validation split; the cluster keeps the best (Eq. 8; ties -> the
 candidate with the larger Eq. 9 score). A nested MLflow run per cluster
-holds its candidates' learning curves. Output representatives.json."""
+holds its candidates' learning curves. Output representatives.json.
+Candidates carry their genotype; the network is built for the space of
+``search.strategy`` (tasks.dcnas_train.network_fields)."""
 from __future__ import annotations
 
 import json
@@ -15,19 +17,18 @@ from nas_core.config import Params
 from nas_core.io import write_json
 from nas_core.train.fit import FitSettings
 from tasks.dcnas_io import need
-from tasks.dcnas_train import TrainJob, log_history, train_candidate
+from tasks.dcnas_train import TrainJob, log_history, network_fields, train_candidate
 
-SECTIONS = ("evaluate", "dcnas_cluster")
+SECTIONS = ("evaluate", "dcnas_cluster", "search")
 
 
 def cluster_jobs(params: Params, ctx: Any, cluster: dict[str, Any]) -> list[TrainJob]:
     cfg = params.evaluate
     settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=params.runtime.seed)
-    return [TrainJob(name=f"cluster{cluster['cluster']}-cand{j}",
-                     genotype={"space": params.pretrain.space, "preset": params.pretrain.preset, "ops": c["ops"]},
-                     space=params.pretrain.space, preset=params.pretrain.preset, settings=settings,
-                     data=params.data, project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
-                     train_split="subset", device=params.runtime.device, threads=threads_per_task(params.runtime))
+    return [TrainJob(name=f"cluster{cluster['cluster']}-cand{j}", genotype=c["genotype"], **network_fields(params),
+                     settings=settings, data=params.data, project_root=str(ctx.root),
+                     subset_dir=str(ctx.artifacts("subset")), train_split="subset", device=params.runtime.device,
+                     threads=threads_per_task(params.runtime))
             for j, c in enumerate(cluster["candidates"])]
 
 
