@@ -311,10 +311,22 @@ def _feature_epochs_saved(p: Params) -> None:
     epochs = p.dcnas_features.epochs
     if epochs is None:
         return
-    bad = [e for e in epochs if not 1 <= e <= p.pretrain.epochs]
+    source, saved = _saved_epochs(p)
+    bad = [e for e in epochs if not 1 <= e <= saved]
     if bad or len(epochs) < 2 or sorted(set(epochs)) != list(epochs):
         raise CrossFieldError("dcnas_features.epochs", epochs,
-                              f"at least 2 increasing saved epochs in 1..pretrain.epochs ({p.pretrain.epochs})")
+                              f"at least 2 increasing saved epochs in 1..{source} ({saved})")
+
+
+def _saved_epochs(p: Params) -> tuple[str, int]:
+    """Which checkpoints DC-NAS reads: the pretrain stage's (FBNet) or the
+    cell search's (all P-DARTS stages together)."""
+    if p.search.strategy == "fbnet":
+        return "pretrain.epochs", p.pretrain.epochs
+    cell = p.search.cell
+    if p.search.strategy == "p_darts":
+        return "search.cell.epochs x len(search.cell.pdarts_cells)", cell.epochs * len(cell.pdarts_cells)
+    return "search.cell.epochs", cell.epochs
 
 
 def _splits_leave_data(p: Params) -> None:
