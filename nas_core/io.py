@@ -61,6 +61,18 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_history(path: str | os.PathLike, history: list[dict[str, float]]) -> None:
+    """Per-epoch metrics as CSV (an ``epoch`` column, then sorted keys)."""
+    import csv
+
+    columns = sorted({k for row in history for k in row})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["epoch", *columns])
+        writer.writeheader()
+        for epoch, row in enumerate(history, start=1):
+            writer.writerow({"epoch": epoch, **row})
+
+
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

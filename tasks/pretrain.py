@@ -18,7 +18,6 @@ every file is written atomically here. Outputs:
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from nas_core.config import Params, section_dict
 from nas_core.cost import LatencyTable, measure_latency_table
-from nas_core.io import atomic_path, save_npy, sha256_file
+from nas_core.io import save_npy, sha256_file, write_history
 from nas_core.spaces import LayerwiseSpace, make_space
 from nas_core.strategies import SearchData
 from nas_core.strategies.fbnet import FBNetStrategy
@@ -78,15 +77,6 @@ def fingerprint(params: Params, latency_path: Path) -> str:
     keys["seed"] = params.runtime.seed
     keys["latency"] = sha256_file(latency_path)
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    columns = sorted({k for row in history for k in row})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", *columns])
-        writer.writeheader()
-        for epoch, row in enumerate(history, start=1):
-            writer.writerow({"epoch": epoch, **row})
 
 
 class EpochOutputs:

@@ -27,7 +27,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from nas_core.config import Params, section_dict
-from nas_core.io import atomic_path, write_json
+from nas_core.io import atomic_path, write_history, write_json
 from nas_core.spaces.cell import EDGES, CellSpace, plot_cell_probabilities, render_cell
 from nas_core.strategies import STRATEGIES, SearchData, SearchResult
 from nas_core.supernet.cell import CellNetwork, export_network
@@ -106,7 +106,7 @@ def write_cell_result(result: SearchResult, out: Path, space: CellSpace, final_c
     if edges:
         _write_table(out / "edge_weights.csv", np.stack([edges["normal"], edges["reduce"]], axis=1),
                      ["normal", "reduce"])
-    _write_history(out / "history.csv", result.history)
+    write_history(out / "history.csv", result.history)
     fig = plot_cell_probabilities(result.probabilities, result.op_names, title=strategy)
     with atomic_path(out / "probabilities.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
@@ -124,10 +124,3 @@ def _write_table(path: Path, table: np.ndarray, columns: list[str]) -> None:
             writer.writerow([f"{node}<-{src}", *(f"{v:.6g}" for v in row)])
 
 
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    keys = sorted({k for h in history for k in h})
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", *keys])
-        writer.writeheader()
-        for epoch, h in enumerate(history, start=1):
-            writer.writerow({"epoch": epoch, **h})
