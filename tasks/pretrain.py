@@ -32,6 +32,7 @@ from nas_core.spaces import LayerwiseSpace, make_space
 from nas_core.strategies import SearchData
 from nas_core.strategies.fbnet import FBNetStrategy
 from nas_core.train import make_loader, run_resumable
+from nas_core.train.distributed import data_parallel, shard_search_data  # torchrun: flows/distributed.py
 
 SECTIONS = ("pretrain",)
 PERSISTENT = True
@@ -108,12 +109,13 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     cfg = params.pretrain
     space = layerwise_space(params, ctx)
     latency = latency_table(params, ctx, space)
-    strategy = FBNetStrategy(space, cfg, ctx.device, params.runtime.seed, latency=latency)
+    strategy = data_parallel(FBNetStrategy)(space, cfg, ctx.device, params.runtime.seed, latency=latency)
     strategy.progress = ctx.progress
     ctx.log.set_tags({"nasflow.space": f"{space.name}/{space.preset}", "nasflow.space_size": f"{space.size:.3g}"})
     with ctx.progress(total=cfg.epochs, desc="pretrain epochs") as bar:
         outputs = EpochOutputs(ctx, bar)
-        result = run_resumable(strategy, search_data(params, ctx, cfg.batch_size), ctx.out / CHECKPOINTS,
+        data = shard_search_data(search_data(params, ctx, cfg.batch_size))  # per-rank loaders under torchrun
+        result = run_resumable(strategy, data, ctx.out / CHECKPOINTS,
                                fingerprint(params, ctx.out / LATENCY_FILE), [outputs])
     outputs.log_earlier(result.history)
     write_history(ctx.out / "history.csv", result.history)

@@ -57,3 +57,27 @@ def test_stage_entry_writes_outputs_and_one_run_from_rank_0(template_project, tm
     client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [r.data.tags["nasflow.stage"] for r in runs] == ["subset"]  # rank 1 logged nothing
+
+
+def test_pretrain_stage_under_torchrun_checkpoints_from_rank_0(template_project, tmp_path):
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from service_procs import copy_project
+
+    project = copy_project(template_project, tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"].update(device="cpu", threads=1)
+    params["pretrain"].update(epochs=2, warmup_epochs=1, batch_size=32, latency_repeats=1)
+    (project / "params.tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("nasflow", "stage", "subset", "--params", "params.tiny.yaml", cwd=project)
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), "-m", "flows.distributed", "pretrain", "--params", "params.tiny.yaml"]
+    proc = sh(*cmd, cwd=project, check=False, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    checkpoints = sorted(p.name for p in (project / "artifacts" / "pretrain" / "checkpoints").glob("*.pt"))
+    assert checkpoints == ["epoch_001.pt", "epoch_002.pt"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.`nasflow.stage` = 'pretrain'")
+    assert len(runs) == 1 and runs[0].data.metrics["epochs"] == 2  # rank 1 logged nothing
