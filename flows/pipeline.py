@@ -76,11 +76,16 @@ def prefect_api_url() -> str:
 
 def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
     """Validate the merged params, then write them (atomically) so DVC sees
-    every change; the file is untouched when validation fails."""
-    raw = apply_overrides(read_params_file(params_file), overrides)
+    every change; the file is untouched when validation fails. A round-trip
+    YAML writer keeps the file's comments and key order."""
+    from ruamel.yaml import YAML
+
+    read_params_file(params_file)  # clear errors for a missing or malformed file
+    round_trip = YAML()
+    raw = apply_overrides(round_trip.load(params_file.read_text()), overrides)
     validate_params(raw, source=f"{params_file} with overrides")
-    with atomic_path(params_file) as tmp:
-        tmp.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with atomic_path(params_file) as tmp, open(tmp, "w") as f:
+        round_trip.dump(raw, f)
 
 
 @flow(name="nas-pipeline", log_prints=True)

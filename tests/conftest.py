@@ -24,7 +24,7 @@ for var, value in (("GIT_AUTHOR_NAME", "nasflow tests"), ("GIT_AUTHOR_EMAIL", "t
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("NASFLOW_PARENT_RUN_ID", None)
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.toml", "prefect.yaml", "data.dvc")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.toml", "data.dvc")
 CODE_DIRS = ("nas_core", "tasks", "flows")
 
 
