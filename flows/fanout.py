@@ -58,3 +58,16 @@ def fan_out(fn: Callable[[Any], Any], items: Sequence[Any], runtime: RuntimeConf
         return [future.result() for future in futures]
 
     return fan_out_flow(items, names)
+
+
+def fan_out_with_runs(fn: Callable[[Any], Any], items: Sequence[Any], runtime: RuntimeConfig,
+                      runs: Sequence[Any], names: Sequence[str], flow_name: str) -> list[Any]:
+    """``fan_out`` for items that each own a nested MLflow run (``runs``,
+    created in the calling thread): when the fan-out fails, every one of
+    those runs is ended FAILED before the error propagates."""
+    try:
+        return fan_out(fn, items, runtime, names=names, flow_name=flow_name)
+    except BaseException:
+        for log in runs:
+            log.end("FAILED")
+        raise

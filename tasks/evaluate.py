@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flows.fanout import fan_out, threads_per_task
+from flows.fanout import fan_out_with_runs, threads_per_task
 from nas_core.config import Params
 from nas_core.io import write_json
 from nas_core.train.fit import FitSettings
@@ -52,12 +52,7 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     names = [f"cluster{c['cluster']}" for c in clusters]
     runs = [ctx.log.child(f"evaluate:{name}", tags={"nasflow.cluster": str(c["cluster"])})
             for name, c in zip(names, clusters)]
-    try:
-        results = fan_out(evaluate_cluster, jobs, params.runtime, names=names, flow_name="evaluate-clusters")
-    except BaseException:
-        for log in runs:
-            log.end("FAILED")
-        raise
+    results = fan_out_with_runs(evaluate_cluster, jobs, params.runtime, runs, names, "evaluate-clusters")
     picks = []
     for cluster, cluster_results, log in zip(clusters, results, runs):
         chosen = pick(cluster, cluster_results)

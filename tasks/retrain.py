@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from flows.fanout import fan_out, threads_per_task
+from flows.fanout import fan_out_with_runs, threads_per_task
 from nas_core.config import Params
 from nas_core.cost import LatencyTable, genotype_cost
 from nas_core.dcnas.plots import accuracy_vs_cost
@@ -103,13 +103,8 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     space = retrain_space(params, ctx)
     entries = finalists(params, ctx, space)
     runs = [ctx.log.child(f"retrain:{f['name']}", tags={"nasflow.finalist": f["name"]}) for f in entries]
-    try:
-        results = fan_out(train_candidate, [job_for(params, ctx, f) for f in entries], params.runtime,
-                          names=[f["name"] for f in entries], flow_name="retrain-finalists")
-    except BaseException:
-        for log in runs:
-            log.end("FAILED")
-        raise
+    results = fan_out_with_runs(train_candidate, [job_for(params, ctx, f) for f in entries], params.runtime,
+                                runs, [f["name"] for f in entries], "retrain-finalists")
     rows = []
     for entry, result, log in zip(entries, results, runs):
         row = {"name": entry["name"], "kind": entry["kind"], "cluster": entry["cluster"],
