@@ -36,7 +36,7 @@ def load_stage_module(name: str, root: Path) -> ModuleType:
     return importlib.import_module(f"tasks.{name}")
 
 
-def start_stage_run(name: str, params: Params, root: Path) -> RunLogger:
+def start_stage_run(module: ModuleType, name: str, params: Params, root: Path) -> RunLogger:
     uri = tracking_uri(params, root)
     check_server(uri, params.tracking.retries)
     tags = {"nasflow.stage": name, "mlflow.source.git.commit": git_commit(root),
@@ -45,14 +45,10 @@ def start_stage_run(name: str, params: Params, root: Path) -> RunLogger:
         tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
     log = RunLogger.start(uri, params.tracking.experiment, f"stage:{name}", root,
                           parent_run_id=os.environ.get(PARENT_ENV) or None, tags=tags)
-    sections = [s for s in (*COMMON_SECTIONS, *getattr_sections(name)) if s in Params.model_fields]
+    own = tuple(getattr(module, "SECTIONS", (name,)))
+    sections = [s for s in (*COMMON_SECTIONS, *own) if s in Params.model_fields]
     log.log_params({s: section_dict(params, s) for s in sections})
     return log
-
-
-def getattr_sections(name: str) -> tuple[str, ...]:
-    module = importlib.import_module(f"tasks.{name}")
-    return tuple(getattr(module, "SECTIONS", (name,)))
 
 
 def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | None = None) -> dict[str, Any]:
@@ -62,7 +58,7 @@ def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | N
     seed_everything(params.runtime.seed, params.runtime.deterministic)
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
-    log = start_stage_run(name, params, root)
+    log = start_stage_run(module, name, params, root)
     try:
         metrics = _execute(module, name, params, root, device, log)
         write_stage_metrics(root, name, metrics, log)
