@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.runners import make_task_runner, task_resources
 from nas_core.config import RuntimeConfig
+from nas_core.train.distributed import is_distributed
 
 
 def worker_count(runtime: RuntimeConfig) -> int:
@@ -42,13 +43,18 @@ def fan_out(fn: Callable[[Any], Any], items: Sequence[Any], runtime: RuntimeConf
             names: Sequence[str] | None = None, flow_name: str = "fan-out") -> list[Any]:
     """``[fn(item) for item in items]``, one Prefect task per item through the
     configured task runner; results in the order of ``items``. A failing item
-    fails the flow (its exception is raised here)."""
+    fails the flow (its exception is raised here). Under torchrun the items
+    run in order in this process instead: every rank must take part in each
+    item's data-parallel training (nas_core.train.fit), and the task runner's
+    workers are not in the process group."""
     items = list(items)
     names = list(names) if names is not None else [f"{fn.__name__}-{i}" for i in range(len(items))]
     if len(names) != len(items):
         raise ValueError(f"fan_out: {len(names)} names for {len(items)} items")
     if not items:
         return []
+    if is_distributed():  # torchrun: all ranks train each item together, one item after another
+        return [fn(item) for item in items]
     item_task = task(fn, name=fn.__name__, cache_policy=NO_CACHE, retries=0)
 
     @flow(name=flow_name, task_runner=make_task_runner(runtime), validate_parameters=False)

@@ -35,6 +35,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from nas_core.config import RuntimeConfig
 from nas_core.runtime import resolve_device
+from nas_core.train.distributed import rank_device
 
 LOOPBACK = "127.0.0.1"
 PROPAGATED = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_DISABLE_TELEMETRY",
@@ -217,8 +218,10 @@ def worker_device(requested: str) -> torch.device:
     CUDA_VISIBLE_DEVICES per task; one ``dask worker`` per GPU does the same)
     uses ``cuda:0``; a LocalCluster worker uses ``cuda:(index mod
     device_count)``, so worker i trains on GPU i. An explicit ``cuda:N`` is
-    kept. The chosen GPU becomes the process's current device."""
-    device = resolve_device(requested)
+    kept. Under torchrun every CUDA request means the rank's own GPU
+    (``cuda:LOCAL_RANK``). The chosen GPU becomes the process's current
+    device."""
+    device = rank_device(resolve_device(requested))
     if device.type != "cuda" or device.index is not None:
         return device
     count = torch.cuda.device_count()

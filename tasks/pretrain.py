@@ -32,7 +32,7 @@ from nas_core.spaces import LayerwiseSpace, make_space
 from nas_core.strategies import SearchData
 from nas_core.strategies.fbnet import FBNetStrategy
 from nas_core.train import make_loader, run_resumable
-from nas_core.train.distributed import data_parallel, shard_search_data  # torchrun: flows/distributed.py
+from nas_core.strategies.data_parallel import data_parallel, shard_search_data  # torchrun: flows/distributed.py
 
 SECTIONS = ("pretrain",)
 PERSISTENT = True

@@ -13,6 +13,10 @@ registered in the MLflow model registry (``tracking.registered_model``).
 The space-specific parts are a :class:`~tasks.dcnas_train.RetrainSpace`
 chosen once from ``search.strategy``.
 
+Under torchrun (``torchrun -m flows.distributed retrain``) each finalist
+trains data-parallel on all ranks, one after another; rank 0 logs, saves and
+registers N*.
+
 Outputs: finalists.csv, chosen.json, model/ (N*), accuracy_vs_cost.png."""
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ from tasks.search_cell import is_cell_strategy
 from tasks.tracking import log_figure_file
 
 SECTIONS = ("retrain", "pretrain", "search")
+_MODEL_DESCRIPTION = "DC-NAS N* (Eq. 10): state_dict + genotype + cost"
 CSV_FIELDS = ("name", "kind", "cluster", "ops", "val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
 
 
@@ -136,25 +141,11 @@ def _save_chosen(params: Params, ctx: Any, space: RetrainSpace, row: dict[str, A
     cost = {k: row[k] for k in ("flops", "params", "latency_ms")}
     write_json(model_dir / "cost.json", cost)
     log.log_artifact(model_dir, "model")
-    version = register_model(log, params.tracking.registered_model, row)
+    version = log.register_model(params.tracking.registered_model, "model", _MODEL_DESCRIPTION,
+                                 {"ops": row["ops"], "test_acc": f"{row['test_acc']:.4f}"})
     return {**{k: row[k] for k in ("name", "cluster", "ops", "val_acc", "test_acc")}, "genotype": result["genotype"],
             **cost, "mlflow_run_id": log.run_id, "model_uri": f"runs:/{log.run_id}/model",
             "registered_model": params.tracking.registered_model, "registered_version": version}
-
-
-def register_model(log: Any, name: str, row: dict[str, Any]) -> Optional[str]:
-    """A new version of registered model ``name`` pointing at the run's
-    model/ artifacts (created on first use)."""
-    import mlflow
-
-    client = log.client
-    try:
-        client.get_registered_model(name)
-    except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description="DC-NAS N* (Eq. 10): state_dict + genotype + cost")
-    version = client.create_model_version(name, source=f"runs:/{log.run_id}/model", run_id=log.run_id,
-                                          tags={"ops": row["ops"], "test_acc": f"{row['test_acc']:.4f}"})
-    return str(version.version)
 
 
 def _write_outputs(ctx: Any, rows: list[dict[str, Any]], chosen: dict[str, Any]) -> None:

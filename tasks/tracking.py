@@ -181,6 +181,20 @@ class RunLogger:
     def log_figure(self, figure: Any, name: str) -> None:
         self.client.log_figure(self.run_id, figure, name)
 
+    def register_model(self, name: str, artifact_path: str, description: str,
+                       tags: Mapping[str, str]) -> str:
+        """A new version of registered model ``name`` (created on first use)
+        pointing at this run's ``artifact_path``; returns the version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(name)
+        except MlflowException:
+            self.client.create_registered_model(name, description=description)
+        version = self.client.create_model_version(name, source=f"runs:/{self.run_id}/{artifact_path}",
+                                                   run_id=self.run_id, tags=dict(tags))
+        return str(version.version)
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=RunStatus.to_string(getattr(RunStatus, status)))
 

@@ -20,17 +20,26 @@ result within tolerance" rests on):
   samples (FBNet's CE · α · (log LAT)^β is: the latency factor is the same
   on every rank);
 * random draws: every rank seeds the same, so the Gumbel-softmax noise of a
-  step is the same on every rank, as in the one-process step;
+  step and a network's initial weights are the same on every rank, as in
+  the one-process run; per-image augmentation is seeded by the image's
+  index (nas_core.train.fit), so a rank augments its images as one process
+  would;
 * the latency table is measured once, on rank 0, and broadcast;
-* what differs: BatchNorm normalises with per-rank batch statistics
-  (SyncBatchNorm needs CUDA; on GPUs :func:`wrap_ddp` converts to it), and
-  float sums are taken in another order. Hence "within tolerance", not
-  bit-identical, on the CPU.
+* evaluation: each rank scores its share of the set (:func:`rank_share`,
+  no padding) with rank 0's BatchNorm statistics (:func:`sync_buffers`), and
+  the sums are combined (:func:`sum_over_ranks`), so every rank reports the
+  one-process numbers of the same weights;
+* what differs: BatchNorm normalises training batches with per-rank
+  statistics (SyncBatchNorm needs CUDA; on GPUs :func:`wrap_ddp` converts to
+  it), and float sums are taken in another order. Hence "within
+  tolerance", not bit-identical, on the CPU.
 
-Architecture parameters θ stay identical on all ranks: DDP all-reduces
-their gradients with the weights' and every rank applies the same Adam
-step; :func:`same_on_all_ranks` checks it. Only rank 0 (:func:`is_main`)
-writes checkpoints, files and logs.
+Weights and architecture parameters θ stay identical on all ranks: DDP
+all-reduces their gradients and every rank applies the same optimiser step;
+:func:`same_on_all_ranks` checks it. Only rank 0 (:func:`is_main`) writes
+checkpoints, files and logs. Users: supernet pre-training
+(nas_core.strategies.data_parallel) and the training of child networks in
+the evaluate and retrain stages (nas_core.train.fit).
 """
 from __future__ import annotations
 
@@ -42,10 +51,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Subset
 
-from nas_core.strategies.base import SearchData
-from nas_core.strategies.fbnet import FBNetStrategy
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -78,11 +85,19 @@ def init_from_env(device: torch.device) -> torch.device:
     ``device`` (backend gloo). Without torchrun's variables: ``device``."""
     if not launched_by_torchrun():
         return device
+    device = rank_device(device)
     if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """This rank's GPU ``cuda:LOCAL_RANK`` when ``device`` is CUDA and the
+    process was started by torchrun (one GPU per process), else ``device``."""
+    if device.type == "cuda" and launched_by_torchrun():
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
 
 
@@ -124,7 +139,7 @@ def same_on_all_ranks(tensor: torch.Tensor) -> bool:
 class ShardedSampler(Sampler[int]):
     """Rank ``rank``'s share of a (shuffled) epoch: ``perm[rank::world]``
     where ``perm`` is what a one-process shuffled loader draws from the same
-    ``generator`` (``torch.randperm(n, generator)``), padded by wrapping to
+    ``generator`` (its ``RandomSampler``), padded by wrapping to
     a multiple of ``world``. Reseeding the generator (``loop.reseed``)
     fixes an epoch's order on every rank at once."""
 
@@ -139,7 +154,11 @@ class ShardedSampler(Sampler[int]):
         return math.ceil(self.n / self.world)
 
     def __iter__(self) -> Iterator[int]:
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        # RandomSampler itself, run to its end: it draws from the generator
+        # exactly as the one-process loader's sampler does (an epoch takes
+        # more than one randperm), so later epochs stay in step too
+        order = (torch.tensor(list(RandomSampler(range(self.n), generator=self.generator))) if self.shuffle
+                 else torch.arange(self.n))
         total = len(self) * self.world
         padded = torch.cat([order, order[: total - self.n]]) if total > self.n else order
         return iter(padded[self.rank::self.world].tolist())
@@ -165,12 +184,6 @@ def shard_loader(loader: DataLoader, rank: int | None = None, world: int | None 
                       drop_last=loader.drop_last, generator=loader.generator, persistent_workers=False)
 
 
-def shard_search_data(data: SearchData) -> SearchData:
-    """:func:`shard_loader` on the training loaders; ``val`` stays whole
-    (every rank evaluates the same model on all of it)."""
-    return SearchData(shard_loader(data.train_w), shard_loader(data.train_a), data.val)
-
-
 class LossModule(nn.Module):
     """Puts a strategy's loss ``loss(model, x, y) -> (loss, logits)`` behind
     ``forward`` so DDP sees every parameter the loss touches (its hooks
@@ -187,61 +200,49 @@ class LossModule(nn.Module):
         return self.loss(self.model, x, y)
 
 
-def wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
-    """DDP around :class:`LossModule` (model): rank 0's parameters and
-    buffers are broadcast at construction; on CUDA BatchNorm becomes
-    SyncBatchNorm and each process drives its own GPU."""
+def wrap_ddp(module: nn.Module, device: torch.device) -> DistributedDataParallel:
+    """DDP around ``module`` (already on ``device``): rank 0's parameters
+    and buffers are broadcast at construction and its buffers before every
+    training forward; on CUDA BatchNorm becomes SyncBatchNorm (in place, the
+    parameters stay the same objects) and each process drives its own GPU."""
     if device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(LossModule(model), device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids)
 
 
-def _quiet_progress(iterable: Any, desc: str | None = None, total: int | None = None) -> Any:
-    return iterable
+def sync_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics: each
+    rank's last training forward updated its own copy)."""
+    if is_distributed():
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
 
 
-class DistributedFBNet(FBNetStrategy):
-    """:class:`FBNetStrategy` with its loss run through DDP. Hooks used:
-    ``setup`` (builds ``self.net``, the optimisers and ``self.lat_table``)
-    and ``loss_fn`` (the loss ``train_epoch`` trains with); the lifecycle,
-    state_dict and resume are FBNet's own. Give it :func:`shard_search_data`
-    loaders. A resumed run starts every rank from rank 0's checkpoint. With
-    one process it behaves exactly as FBNetStrategy."""
-
-    def run(self, data: SearchData, callbacks: Any = (), state: dict[str, Any] | None = None) -> Any:
-        """Resume every rank from rank 0's state (only rank 0 reads the real
-        checkpoint directory), so all ranks train the same epochs."""
-        return super().run(data, callbacks, broadcast_object(state))
-
-    def setup(self, data: SearchData) -> None:
-        super().setup(data)
-        if not is_distributed():
-            return
-        self.latency = broadcast_object(self.latency)
-        self.lat_table = broadcast_(self.lat_table.contiguous())
-        self.ddp = wrap_ddp(self.net, self.device)
-        if not is_main():
-            self.progress = _quiet_progress
-
-    def loss_fn(self, temperature: float) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
-        inner = super().loss_fn(temperature)
-        if not is_distributed():
-            return inner
-        self.ddp.module.loss = inner
-
-        def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.ddp(x, y)
-
-        return loss
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """The mean of each value over the ranks (the ranks' shares of an epoch
+    are equally long, so the mean of per-rank means is the epoch mean)."""
+    return {k: v / world_size() for k, v in sum_over_ranks(values).items()}
 
 
-def data_parallel(strategy_cls: type) -> type:
-    """The DDP variant of a strategy class when running distributed (only
-    FBNet has one), else the class itself."""
+def rank_share(dataset: Dataset) -> Dataset:
+    """Rank r's items ``r, r + N, r + 2N, ...`` of ``dataset`` (no padding:
+    for evaluation, where every item must count once)."""
     if not is_distributed():
-        return strategy_cls
-    if issubclass(strategy_cls, FBNetStrategy):
-        return DistributedFBNet
-    raise ValueError(f"strategy {getattr(strategy_cls, 'name', strategy_cls)!r} has no data-parallel variant "
-                     f"(torchrun supports: fbnet)")
+        return dataset
+    return Subset(dataset, range(rank(), len(dataset), world_size()))  # type: ignore[arg-type]
+
+
+def sum_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """Each value summed over the ranks (every rank gets the sums)."""
+    if not is_distributed():
+        return values
+    keys = sorted(values)
+    box = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(box)
+    return dict(zip(keys, box.tolist()))
+
+
+def quiet_progress(iterable: Any, desc: str | None = None, total: int | None = None) -> Any:
+    """A progress hook that shows nothing (ranks other than 0)."""
+    return iterable

@@ -19,6 +19,11 @@ Choices:
   count).
 - The reported validation accuracy is that of the last epoch; the best one
   is kept in the history.
+- Under torchrun (nas_core.train.distributed) the network trains with
+  DistributedDataParallel: rank r takes 1/N of every batch (the batch size
+  must be divisible by N), gradients are averaged, the reported training
+  loss and accuracy are means over the ranks, and validation and test
+  accuracy are over the whole set. Every rank ends with the same weights.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from nas_core.train.distributed import (is_distributed, is_main, mean_over_ranks, quiet_progress, rank_share,
+                                        shard_loader, sum_over_ranks, sync_buffers, wrap_ddp)
 from nas_core.train.loop import Progress, evaluate, make_loader, train_one_epoch
 
 _RNG_LOCK = threading.RLock()
@@ -105,25 +112,25 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: FitSet
         on_epoch: Optional[Callable[[int, dict[str, float]], None]] = None) -> FitResult:
     """Train ``model`` on ``train_set`` for ``settings.epochs`` epochs and
     report validation (and test) accuracy. ``on_epoch(epoch, metrics)`` is
-    called after each epoch (1-based)."""
+    called after each epoch (1-based). Under torchrun every rank calls this
+    with the same arguments: the model trains data-parallel (module
+    docstring) and every rank returns the same numbers and weights."""
     start = time.perf_counter()
     model.to(device)
-    transform = augmentation(dataset, tuple(train_set[0][0].shape)) if settings.augment else None
-    train = Augmented(train_set, transform, settings.seed) if transform is not None else train_set
-    loader = make_loader(train, settings.batch_size, shuffle=True, seed=settings.seed,
-                         num_workers=settings.num_workers)
-    val_loader = make_loader(val_set, settings.batch_size, shuffle=False)
+    train, loader = _train_loader(train_set, settings, dataset)
+    trained = wrap_ddp(model, device) if is_distributed() else model
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
+    progress = progress if is_main() else quiet_progress
     history: list[dict[str, float]] = []
     for epoch in range(settings.epochs):
         if isinstance(train, Augmented):
             train.epoch = epoch
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, loader, optimizer, device, epoch, scheduler=schedule, progress=progress,
-                             desc=f"epoch {epoch + 1}/{settings.epochs}")
-        va = evaluate(model, val_loader, device)
+        tr = mean_over_ranks(train_one_epoch(trained, loader, optimizer, device, epoch, scheduler=schedule,
+                                             progress=progress, desc=f"epoch {epoch + 1}/{settings.epochs}"))
+        va = evaluate_all(model, val_set, settings.batch_size, device)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
                "val_loss": va["loss"], "val_acc": va["acc"]}
         history.append(row)
@@ -131,8 +138,30 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: FitSet
             on_epoch(epoch + 1, row)
     test_acc = None
     if test_set is not None:
-        test_acc = evaluate(model, make_loader(test_set, settings.batch_size, shuffle=False), device)["acc"]
+        test_acc = evaluate_all(model, test_set, settings.batch_size, device)["acc"]
     state = {k: v.detach().cpu().clone() for k, v in copy.copy(model.state_dict()).items()}
     return FitResult(history=history, val_acc=history[-1]["val_acc"],
                      best_val_acc=max(r["val_acc"] for r in history), test_acc=test_acc,
                      seconds=time.perf_counter() - start, state_dict=state)
+
+
+def _train_loader(train_set: Dataset, settings: FitSettings, dataset: str) -> tuple[Dataset, Any]:
+    """The (augmented) training set and this rank's shuffled loader over it."""
+    transform = augmentation(dataset, tuple(train_set[0][0].shape)) if settings.augment else None
+    train = Augmented(train_set, transform, settings.seed) if transform is not None else train_set
+    loader = make_loader(train, settings.batch_size, shuffle=True, seed=settings.seed,
+                         num_workers=settings.num_workers)
+    return train, shard_loader(loader)
+
+
+def evaluate_all(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` over ``dataset``. Under torchrun
+    each rank scores its share with rank 0's BatchNorm statistics and the
+    sums are combined, so every rank gets the whole set's numbers."""
+    if not is_distributed():
+        return evaluate(model, make_loader(dataset, batch_size, shuffle=False), device)
+    sync_buffers(model)
+    share = rank_share(dataset)
+    means = evaluate(model, make_loader(share, batch_size, shuffle=False), device)
+    sums = sum_over_ranks({k: v * len(share) for k, v in means.items()})  # type: ignore[arg-type]
+    return {k: v / len(dataset) for k, v in sums.items()}  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from nas_core.cost.latency import LatencyTable
 from nas_core.runtime import seed_everything
 from nas_core.spaces import make_space
 from nas_core.strategies.base import SearchData
+from nas_core.strategies.data_parallel import data_parallel, shard_search_data
 from nas_core.strategies.fbnet import FBNetStrategy
 from nas_core.train import distributed as ddp
 from nas_core.train.loop import make_loader
@@ -53,9 +54,9 @@ def main(out: str) -> None:
     config = PretrainConfig(epochs=2, warmup_epochs=1, batch_size=BATCH)
     train_w, train_a = tiny_data()
     data = SearchData(make_loader(train_w, BATCH, True, 0), make_loader(train_a, BATCH, True, 1))
-    strategy = ddp.data_parallel(FBNetStrategy)(space, config, device, 0, latency=latency)
+    strategy = data_parallel(FBNetStrategy)(space, config, device, 0, latency=latency)
     check = ThetaCheck()
-    result = strategy.run(ddp.shard_search_data(data), [check])
+    result = strategy.run(shard_search_data(data), [check])
     if ddp.is_main():
         torch.save({"theta": torch.as_tensor(result.extras["theta"]), "history": result.history,
                     "same": check.same, "world": ddp.world_size(),

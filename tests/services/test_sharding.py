@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from nas_core.train.distributed import data_parallel, shard_loader
+from nas_core.strategies.data_parallel import data_parallel
+from nas_core.train.distributed import shard_loader
 from nas_core.train.loop import make_loader, reseed
 from nas_core.strategies.fbnet import FBNetStrategy
 
@@ -15,14 +16,18 @@ def labels(loader) -> list[list[int]]:
     return [y.tolist() for _, y in loader]
 
 
+@pytest.mark.parametrize("reseeded", [True, False])
 @pytest.mark.parametrize("n", [64, 70])
-def test_rank_batches_together_are_the_one_process_batch(n):
+def test_rank_batches_together_are_the_one_process_batch(n, reseeded):
+    """Also without reseeding per epoch (nas_core.train.fit): the ranks'
+    generators advance as the one-process loader's does, epoch after epoch."""
     data = TensorDataset(torch.zeros(n, 1), torch.arange(n))
     single = make_loader(data, 16, True, seed=3)
     shards = [shard_loader(make_loader(data, 16, True, seed=3), rank, 2) for rank in range(2)]
-    for epoch in range(2):
+    for epoch in range(3):
         for loader in (single, *shards):
-            reseed(loader, 100 + epoch)
+            if reseeded:
+                reseed(loader, 100 + epoch)
         one, ranks = labels(single), [labels(s) for s in shards]
         assert len(ranks[0]) == len(ranks[1])  # every rank takes the same number of steps
         for step, batch in enumerate(one):

@@ -1,7 +1,10 @@
-"""`torchrun --nproc_per_node 2` on the CPU (gloo): θ is identical on both
-ranks after every epoch, and the result is within tolerance of the same
-run in one process (compared without BatchNorm: on the CPU each rank
-normalises with its own batch statistics; see ddp_fbnet.py)."""
+"""`torchrun --nproc_per_node 2` on the CPU (gloo): supernet pre-training
+keeps θ identical on both ranks after every epoch, and child-network
+training (evaluate / retrain) ends with the same weights on both ranks; each
+is within tolerance of the same run in one process (compared without
+BatchNorm: on the CPU each rank normalises with its own batch statistics;
+see ddp_fbnet.py and ddp_fit.py). The stages run under
+`torchrun -m flows.distributed` with outputs and one MLflow run from rank 0."""
 from __future__ import annotations
 
 import sys
@@ -15,6 +18,7 @@ from tests.conftest import REPO, sh
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).with_name("ddp_fbnet.py")
+FIT_SCRIPT = Path(__file__).with_name("ddp_fit.py")
 BIN = Path(sys.executable).parent
 
 
@@ -24,9 +28,9 @@ def run(cmd: list[str], out: Path, *flags: str) -> dict:
     return torch.load(out, weights_only=True)
 
 
-def torchrun() -> list[str]:
+def torchrun(*target: str) -> list[str]:
     return [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(free_port()), str(SCRIPT)]
+            "--master_port", str(free_port()), *(target or (str(SCRIPT),))]
 
 
 def test_two_processes_keep_theta_identical_and_match_one_process(tmp_path):
@@ -81,3 +85,96 @@ def test_pretrain_stage_under_torchrun_checkpoints_from_rank_0(template_project,
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                               "tags.`nasflow.stage` = 'pretrain'")
     assert len(runs) == 1 and runs[0].data.metrics["epochs"] == 2  # rank 1 logged nothing
+
+
+def test_child_training_in_two_processes_matches_one_process(tmp_path):
+    single = run([sys.executable, str(FIT_SCRIPT)], tmp_path / "single.pt", "--no-batchnorm")
+    multi = run(torchrun(str(FIT_SCRIPT)), tmp_path / "ddp.pt", "--no-batchnorm")
+    assert single["world"] == 1 and multi["world"] == 2
+    assert multi["same"]  # weights and reported numbers identical on both ranks
+    for name, value in single["state"].items():
+        assert torch.allclose(multi["state"][name], value, atol=1e-5), name
+    for a, b in zip(single["history"], multi["history"], strict=True):
+        assert b == pytest.approx(a, rel=1e-5)  # also the second epoch: the shuffles stay in step
+    assert multi["test_acc"] == single["test_acc"]
+
+
+def test_child_training_with_batchnorm_stays_identical_across_ranks(tmp_path):
+    single = run([sys.executable, str(FIT_SCRIPT)], tmp_path / "single.pt")
+    multi = run(torchrun(str(FIT_SCRIPT)), tmp_path / "ddp.pt")
+    assert multi["same"]  # BatchNorm statistics are rank 0's on every rank
+    assert multi["history"][-1]["val_loss"] == pytest.approx(single["history"][-1]["val_loss"], rel=0.05)
+
+
+def finalist_genotypes(project: Path, count: int) -> list[dict]:
+    from nas_core.config import load_params
+    from nas_core.data import load_source
+    from nas_core.spaces import Genotype, make_space
+
+    params = load_params(project / "params.tiny.yaml")
+    source = load_source(params.data, project)
+    space = make_space(params.pretrain.space, params.pretrain.preset, source.input_shape, source.num_classes)
+    return [Genotype(space.name, space.preset, tuple(space.op_names[(i + j) % space.num_ops]
+                                                     for j in range(space.num_layers))).to_dict()
+            for i in range(count)]
+
+
+def stage_inputs(project: Path) -> None:
+    """What evaluate and retrain read from earlier stages: the subset's
+    splits (run for real), two clusters of two candidates (dcnas_cluster)
+    and the search genotype."""
+    from nas_core.io import write_json
+
+    sh("nasflow", "stage", "subset", "--params", "params.tiny.yaml", cwd=project)
+    genotypes = finalist_genotypes(project, 5)
+    candidates = [{"index": i, "ops": list(g["ops"]), "eq9": 1.0 - i % 2, "genotype": g}
+                  for i, g in enumerate(genotypes[:4])]
+    clusters = [{"cluster": c, "size": 10, "candidates": candidates[2 * c:2 * c + 2]} for c in range(2)]
+    write_json(project / "artifacts" / "dcnas_cluster" / "representatives.json", {"clusters": clusters})
+    write_json(project / "artifacts" / "search" / "genotype.json", genotypes[4])
+
+
+def run_under_torchrun(project: Path, stage: str) -> None:
+    cmd = torchrun("-m", "flows.distributed", stage, "--params", "params.tiny.yaml")
+    proc = sh(*cmd, cwd=project, check=False, env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_evaluate_and_retrain_under_torchrun_train_each_network_once_from_rank_0(template_project, tmp_path):
+    import csv
+    import json
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from service_procs import copy_project
+
+    project = copy_project(template_project, tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"].update(device="cpu", threads=1, max_workers=2)
+    params["evaluate"].update(epochs=1, batch_size=32)
+    params["retrain"].update(epochs=2, batch_size=32)
+    (project / "params.tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage_inputs(project)
+    run_under_torchrun(project, "evaluate")
+    picks = json.loads((project / "artifacts" / "evaluate" / "representatives.json").read_text())["clusters"]
+    assert [len(p["candidates"]) for p in picks] == [2, 2]
+    assert all(0 <= c["val_acc"] <= 1 for p in picks for c in p["candidates"])
+    run_under_torchrun(project, "retrain")
+
+    out = project / "artifacts" / "retrain"
+    with open(out / "finalists.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["cluster0", "cluster1", "baseline"]
+    chosen = json.loads((out / "chosen.json").read_text())
+    assert chosen["name"] in ("cluster0", "cluster1") and (out / "model" / "state_dict.pt").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert len(client.search_runs(experiments, "tags.`nasflow.stage` = 'evaluate'")) == 1
+    stage = client.search_runs(experiments, "tags.`nasflow.stage` = 'retrain'")
+    assert len(stage) == 1 and stage[0].data.metrics["chosen_test_acc"] == float(chosen["test_acc"])
+    nested = client.search_runs(experiments, f"tags.mlflow.parentRunId = '{stage[0].info.run_id}'")
+    assert sorted(r.data.tags["nasflow.finalist"] for r in nested) == ["baseline", "cluster0", "cluster1"]
+    assert all(len(client.get_metric_history(r.info.run_id, "train_loss")) == 2 for r in nested)  # epochs
+    versions = client.search_model_versions(f"name = '{params['tracking']['registered_model']}'")
+    assert len(versions) == 1  # rank 1 registered nothing
