@@ -9,11 +9,15 @@
   (``Genotype.to_json``), ``cost.json`` (FLOPs, params, latency from the
   pretrain stage's measured table) and ``theta_heatmap.png`` (θ over the
   epochs, one panel per layer); all logged to MLflow.
+
+``strategy.txt`` names the strategy of the files in the (persistent)
+output; switching strategies empties the directory first.
 """
 from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +39,33 @@ PERSISTENT = True
 FROM_PRETRAIN = ("fbnet",)
 
 
+STRATEGY_FILE = "strategy.txt"
+
+
 def run(params: Params, ctx: Any) -> dict[str, float]:
     name = params.search.strategy
+    if not (is_cell_strategy(name) or name in FROM_PRETRAIN):
+        raise ParamsError(f"search.strategy = {name!r}: the search stage runs cell strategies and "
+                          f"{', '.join(FROM_PRETRAIN)}")
+    keep_one_strategy(ctx.out, name)
     if is_cell_strategy(name):
         return run_cell_search(params, ctx)
-    if name in FROM_PRETRAIN:
-        return run_fbnet_search(params, ctx)
-    raise ParamsError(f"search.strategy = {name!r}: the search stage runs cell strategies and "
-                      f"{', '.join(FROM_PRETRAIN)}")
+    return run_fbnet_search(params, ctx)
+
+
+def keep_one_strategy(out: Path, name: str) -> None:
+    """The output persists between runs (so a killed cell search resumes);
+    when the previous run used another strategy (``strategy.txt``), its
+    files are removed first, so the output only ever holds one strategy's
+    result and a cell search does not log FBNet's leftovers."""
+    marker = out / STRATEGY_FILE
+    if marker.is_file() and marker.read_text().strip() != name:
+        for child in out.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    write_text(marker, name + "\n")
 
 
 def last_pretrain_state(params: Params, ctx: Any) -> dict[str, Any]:
