@@ -47,7 +47,7 @@ list: $(STAMP)
 ui: $(STAMP)
 	mlflow server --host $(HOST) --port $(MLFLOW_PORT) \
 		--backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns
+		--artifacts-destination $(CURDIR)/mlruns
 
 # Services for scheduled runs and shared storage, all on $(HOST) (README "Run on a schedule").
 POOL ?= nasflow-process

@@ -1,4 +1,5 @@
-"""A real `mlflow server` (sqlite backend, artifact root in tmp): the
+"""A real `mlflow server` (sqlite backend, artifacts served by the server from
+a directory in tmp, so clients upload over HTTP): the
 pipeline logs over HTTP (parent run, nested stage runs, params, metrics;
 the DC-NAS stages' genotype artifact and registered model); with the server
 down a stage exits 75 with a clear message and leaves no output behind."""
@@ -25,7 +26,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", HOST, "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--default-artifact-root", str(home / "artifacts"),
+           "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--artifacts-destination", str(home / "artifacts"),
            "--workers", "1"]
     server = Service("mlflow-server", cmd, home, env={"MLFLOW_DISABLE_TELEMETRY": "true",
                                                       "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
@@ -95,6 +96,8 @@ def test_dcnas_stages_log_genotype_and_register_the_model_over_http(mlflow_serve
     chosen = json.loads((root / "artifacts" / "retrain" / "chosen.json").read_text())
     (version,) = client.search_model_versions(f"name = '{params.tracking.registered_model}'")
     assert version.run_id == chosen["mlflow_run_id"]
+    # artifacts went to the server over HTTP, not to a path of this machine
+    assert client.get_run(chosen["mlflow_run_id"]).info.artifact_uri.startswith("mlflow-artifacts:")
     names = {a.path for a in client.list_artifacts(chosen["mlflow_run_id"])}
     assert {"genotype.json", "model"} <= names
     path = client.download_artifacts(chosen["mlflow_run_id"], "genotype.json", str(tmp_path))
