@@ -15,8 +15,9 @@ pretrain trains the supernet with ``data_parallel(FBNetStrategy)`` and
 ``shard_search_data`` (nas_core.strategies.data_parallel); evaluate and
 retrain train their networks one after another, each on all ranks at once
 (flows.fanout runs the items in order, nas_core.train.fit wraps the network
-in DDP); stages without training simply run on every rank. DVC records the result like any other run
-(``dvc commit <stage>`` after a run outside ``dvc repro``).
+in DDP); stages without training simply run on every rank. DVC records
+the result like any other run (``dvc commit <stage>`` after a run outside
+``dvc repro``).
 """
 from __future__ import annotations
 
