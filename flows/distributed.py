@@ -1,6 +1,7 @@
 """Run one stage data-parallel under torchrun:
 
     torchrun --nproc_per_node 2 -m flows.distributed pretrain [--params params.yaml]
+    torchrun --nproc_per_node 2 -m flows.distributed search   [--params params.yaml]
     torchrun --nproc_per_node 2 -m flows.distributed retrain  [--params params.yaml]
 
 (on one machine with N GPUs: ``--nproc_per_node N``, one GPU per process,
@@ -11,8 +12,8 @@ stage function with the same params and seed, on its own device, against a
 private copy of the stage's output directory (so a resumed run resumes on
 every rank from the same checkpoint) that is thrown away at the end, and
 logs nothing. The stage function itself decides what is data-parallel:
-pretrain trains the supernet with ``data_parallel(FBNetStrategy)`` and
-``shard_search_data`` (nas_core.strategies.data_parallel); evaluate and
+pretrain and the cell search train the supernet with ``data_parallel``
+and ``shard_search_data`` (nas_core.strategies.data_parallel); evaluate and
 retrain train their networks one after another, each on all ranks at once
 (flows.fanout runs the items in order, nas_core.train.fit wraps the network
 in DDP); stages without training simply run on every rank. DVC records

@@ -30,6 +30,7 @@ from nas_core.config import Params, section_dict
 from nas_core.io import atomic_path, write_history, write_json
 from nas_core.spaces.cell import EDGES, CellSpace, plot_cell_probabilities, render_cell
 from nas_core.strategies import STRATEGIES, SearchData, SearchResult
+from nas_core.strategies.data_parallel import data_parallel, shard_search_data  # torchrun: flows/distributed.py
 from nas_core.supernet.cell import CellNetwork, export_network
 from nas_core.train.checkpoint import run_resumable
 
@@ -75,11 +76,12 @@ class _LogEpoch:
 def run_cell_search(params: Params, ctx: Any, checkpoint_dir: Optional[Path] = None) -> dict[str, float]:
     cfg, name = params.search.cell, params.search.strategy
     space = cell_space(params, ctx)
-    strategy = STRATEGIES.get(name)(space, cfg, ctx.device, params.runtime.seed)
+    strategy = data_parallel(STRATEGIES.get(name))(space, cfg, ctx.device, params.runtime.seed)
     ctx.log.set_tags({"search.space": "cell", "search.op_set": cfg.op_set})
     with ctx.progress(total=strategy.num_epochs(), desc=f"{name} epochs") as bar:
-        result = run_resumable(strategy, cell_search_data(params, ctx), checkpoint_dir or ctx.out / "checkpoints",
-                               fingerprint(params), callbacks=[_LogEpoch(ctx, bar)])
+        data = shard_search_data(cell_search_data(params, ctx))  # per-rank loaders under torchrun
+        result = run_resumable(strategy, data, checkpoint_dir or ctx.out / "checkpoints", fingerprint(params),
+                               callbacks=[_LogEpoch(ctx, bar)])
     net = write_cell_result(result, ctx.out, space, cfg.final_cells, cfg.final_channels, name)
     for path in sorted(ctx.out.glob("*.png")) + sorted(ctx.out.glob("*.csv")) + [ctx.out / "genotype.json"]:
         ctx.log.log_artifact(path, "search")

@@ -117,13 +117,21 @@ class DartsStrategy(SearchStrategy):
         return F.cross_entropy(logits, y) + self.penalty(mixes), logits
 
     # ------------------------------------------------------------ steps
+    def grads(self, loss: torch.Tensor, params: list[torch.Tensor],
+              unused_as_none: bool = False) -> list[Optional[torch.Tensor]]:
+        """d loss / d params, zeros (or None) for params the loss does not
+        use. Every gradient of the search goes through here (the data-parallel
+        variant averages them over the ranks)."""
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return list(grads) if unused_as_none else [_zero_if_none(g, p) for g, p in zip(grads, params)]
+
     def arch_grads(self, xw, yw, xa, ya) -> list[torch.Tensor]:
         """Gradient of the architecture objective w.r.t. ``self.arch`` params
         (order 1 or the order-2 unrolled approximation)."""
         arch = list(self.arch.parameters())
         if self.config.order == 1:
             loss, _ = self._loss(xa, ya)
-            return _grads(loss, arch)
+            return self.grads(loss, arch)
         return self.unrolled_arch_grads(xw, yw, xa, ya, self._xi())
 
     def _xi(self) -> float:
@@ -133,16 +141,16 @@ class DartsStrategy(SearchStrategy):
         arch = list(self.arch.parameters())
         w = dict(self.net.named_parameters())
         train_loss, _ = self._loss(xw, yw, w, detach_arch=True)
-        g = torch.autograd.grad(train_loss, list(w.values()), allow_unused=True)
-        w1 = {n: (p - xi * _zero_if_none(gi, p)).detach().requires_grad_(True) for (n, p), gi in zip(w.items(), g)}
+        g = self.grads(train_loss, list(w.values()))
+        w1 = {n: (p - xi * gi).detach().requires_grad_(True) for (n, p), gi in zip(w.items(), g)}
         val_loss, _ = self._loss(xa, ya, w1)
-        grads = _grads(val_loss, arch + list(w1.values()))
+        grads = self.grads(val_loss, arch + list(w1.values()))
         d_alpha, d_w = grads[:len(arch)], grads[len(arch):]
         eps = r / torch.cat([t.flatten() for t in d_w]).norm().clamp_min(1e-12)
         hvp = []
         for sign in (1.0, -1.0):
             shifted = {n: (p + sign * eps * d).detach() for (n, p), d in zip(w.items(), d_w)}
-            hvp.append(_grads(self._loss(xw, yw, shifted)[0], arch))
+            hvp.append(self.grads(self._loss(xw, yw, shifted)[0], arch))
         return [da - xi * (gp - gm) / (2 * eps) for da, gp, gm in zip(d_alpha, *hvp)]
 
     def _arch_step(self, xw, yw, xa, ya) -> None:
@@ -155,7 +163,9 @@ class DartsStrategy(SearchStrategy):
     def _weight_step(self, x, y) -> tuple[float, int]:
         self.w_opt.zero_grad(set_to_none=True)
         loss, logits = self._loss(x, y, detach_arch=True)
-        loss.backward()
+        weights = list(self.net.parameters())
+        for p, g in zip(weights, self.grads(loss, weights, unused_as_none=True)):
+            p.grad = g  # None for a weight the forward did not use: the optimiser skips it
         nn.utils.clip_grad_norm_(self.net.parameters(), self.config.w_grad_clip)
         self.w_opt.step()
         return float(loss.detach()), int((logits.argmax(1) == y).sum())
@@ -254,11 +264,6 @@ class DartsStrategy(SearchStrategy):
         torch.set_rng_state(state["torch_rng"].cpu())
         if "cuda_rng" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-
-
-def _grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    return [_zero_if_none(g, p) for g, p in zip(grads, params)]
 
 
 def _zero_if_none(g: Optional[torch.Tensor], p: torch.Tensor) -> torch.Tensor:

@@ -31,21 +31,24 @@ result within tolerance" rests on):
   one-process numbers of the same weights;
 * what differs: BatchNorm normalises training batches with per-rank
   statistics (SyncBatchNorm needs CUDA; on GPUs :func:`wrap_ddp` converts to
-  it), and float sums are taken in another order. Hence "within
+  it); per-sample random draws inside a network (P-DARTS's skip dropout)
+  come from the same stream on every rank, so a rank's masks are not the
+  ones the one-process run gives those images; and float sums are taken in
+  another order. Hence "within
   tolerance", not bit-identical, on the CPU.
 
 Weights and architecture parameters θ stay identical on all ranks: DDP
 all-reduces their gradients and every rank applies the same optimiser step;
 :func:`same_on_all_ranks` checks it. Only rank 0 (:func:`is_main`) writes
-checkpoints, files and logs. Users: supernet pre-training
-(nas_core.strategies.data_parallel) and the training of child networks in
-the evaluate and retrain stages (nas_core.train.fit).
+checkpoints, files and logs. Users: supernet pre-training and the cell
+search (nas_core.strategies.data_parallel), and the training of child
+networks in the evaluate and retrain stages (nas_core.train.fit).
 """
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -141,13 +144,13 @@ class ShardedSampler(Sampler[int]):
     where ``perm`` is what a one-process shuffled loader draws from the same
     ``generator`` (its ``RandomSampler``), padded by wrapping to
     a multiple of ``world``. Reseeding the generator (``loop.reseed``)
-    fixes an epoch's order on every rank at once."""
+    fixes an epoch's order on every rank at once. Without a generator the
+    order comes from the global torch RNG, as in the one-process loader;
+    every rank seeds it the same."""
 
     def __init__(self, n: int, rank: int, world: int, generator: torch.Generator | None, shuffle: bool) -> None:
         if not 0 <= rank < world:
             raise ValueError(f"rank {rank} outside 0..{world - 1}")
-        if shuffle and generator is None:
-            raise ValueError("a shuffled ShardedSampler needs the loader's generator")
         self.n, self.rank, self.world, self.generator, self.shuffle = n, rank, world, generator, shuffle
 
     def __len__(self) -> int:
@@ -217,6 +220,27 @@ def sync_buffers(model: nn.Module) -> None:
     if is_distributed():
         for buffer in model.buffers():
             dist.broadcast(buffer, 0)
+
+
+def average_over_ranks(tensors: list[Optional[torch.Tensor]]) -> list[Optional[torch.Tensor]]:
+    """Each tensor averaged over the ranks, in one all-reduce (the tensors
+    are flattened into one buffer); None entries stay None (every rank must
+    pass Nones at the same places). For gradients DDP cannot reach, such as
+    DARTS's unrolled architecture gradient."""
+    present = [t for t in tensors if t is not None]
+    if not is_distributed() or not present:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in present])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    out, offset = [], 0
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        out.append(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+    return out
 
 
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:

@@ -1,9 +1,10 @@
-"""`torchrun --nproc_per_node 2` on the CPU (gloo): supernet pre-training
-keeps θ identical on both ranks after every epoch, and child-network
-training (evaluate / retrain) ends with the same weights on both ranks; each
-is within tolerance of the same run in one process (compared without
-BatchNorm: on the CPU each rank normalises with its own batch statistics;
-see ddp_fbnet.py and ddp_fit.py). The stages run under
+"""`torchrun --nproc_per_node 2` on the CPU (gloo): FBNet pre-training and
+the cell strategies keep θ / α identical on both ranks after every epoch,
+and child-network training (evaluate / retrain) ends with the same weights
+on both ranks; each is within tolerance of the same run in one process
+(compared without BatchNorm, and without P-DARTS's skip dropout: on the CPU
+each rank normalises with its own batch statistics and draws masks for its share;
+see ddp_fbnet.py, ddp_cell.py and ddp_fit.py). The stages run under
 `torchrun -m flows.distributed` with outputs and one MLflow run from rank 0."""
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.conftest import REPO, sh
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).with_name("ddp_fbnet.py")
 FIT_SCRIPT = Path(__file__).with_name("ddp_fit.py")
+CELL_SCRIPT = Path(__file__).with_name("ddp_cell.py")
 BIN = Path(sys.executable).parent
 
 
@@ -87,6 +89,26 @@ def test_pretrain_stage_under_torchrun_checkpoints_from_rank_0(template_project,
     assert len(runs) == 1 and runs[0].data.metrics["epochs"] == 2  # rank 1 logged nothing
 
 
+@pytest.mark.parametrize("strategy, order", [("darts", "2"), ("pc_darts", "1"), ("p_darts", "1"), ("gdas", "1")])
+def test_cell_search_in_two_processes_matches_one_process(tmp_path, strategy, order):
+    flags = (strategy, "--order", order, "--exact")
+    single = run([sys.executable, str(CELL_SCRIPT)], tmp_path / "single.pt", *flags)
+    multi = run(torchrun(str(CELL_SCRIPT)), tmp_path / "ddp.pt", *flags)
+    assert multi["world"] == 2 and multi["class"].startswith("DataParallel")
+    assert all(multi["same"]) and len(multi["same"]) == len(single["history"])  # α identical after each epoch
+    first, last = single["alpha_per_epoch"][-2:]  # the last two epochs (one P-DARTS stage)
+    assert not torch.allclose(first, last, rtol=0, atol=1e-5)  # α was trained: the comparison is not trivial
+    for name, alpha in single["arch"].items():
+        assert torch.allclose(multi["arch"][name], alpha, rtol=1e-4, atol=1e-7), name
+    for a, b in zip(single["history"], multi["history"], strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["val_acc"] == a["val_acc"]
+
+
+def test_cell_search_with_batchnorm_and_dropout_keeps_alpha_identical_across_ranks(tmp_path):
+    multi = run(torchrun(str(CELL_SCRIPT)), tmp_path / "ddp.pt", "p_darts")
+    assert multi["same"] == [True] * 4  # two P-DARTS stages of two epochs
+
+
 def test_child_training_in_two_processes_matches_one_process(tmp_path):
     single = run([sys.executable, str(FIT_SCRIPT)], tmp_path / "single.pt", "--no-batchnorm")
     multi = run(torchrun(str(FIT_SCRIPT)), tmp_path / "ddp.pt", "--no-batchnorm")
@@ -132,6 +154,32 @@ def stage_inputs(project: Path) -> None:
     clusters = [{"cluster": c, "size": 10, "candidates": candidates[2 * c:2 * c + 2]} for c in range(2)]
     write_json(project / "artifacts" / "dcnas_cluster" / "representatives.json", {"clusters": clusters})
     write_json(project / "artifacts" / "search" / "genotype.json", genotypes[4])
+
+
+def test_cell_search_stage_under_torchrun_checkpoints_from_rank_0(template_project, tmp_path):
+    import json
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from service_procs import copy_project
+
+    project = copy_project(template_project, tmp_path / "project")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"].update(device="cpu", threads=1)
+    params["search"]["strategy"] = "pc_darts"
+    params["search"]["cell"] = {"cells": 3, "init_channels": 4, "epochs": 2, "batch_size": 32, "pc_k": 2,
+                                "final_cells": 4, "final_channels": 4}
+    (project / "params.tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("nasflow", "stage", "subset", "--params", "params.tiny.yaml", cwd=project)
+    run_under_torchrun(project, "search")
+    out = project / "artifacts" / "search"
+    assert json.loads((out / "genotype.json").read_text())["normal"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              "tags.`nasflow.stage` = 'search'")
+    assert len(runs) == 1 and "skip_normal" in runs[0].data.metrics  # rank 1 logged nothing
 
 
 def run_under_torchrun(project: Path, stage: str) -> None:
