@@ -86,9 +86,11 @@ def pin_data(root: Path) -> None:
     every machine, so data.dvc keeps its hash and `dvc status` stays clean."""
     import subprocess
 
+    from flows.tools import tools_env
+
     pin = root.with_name(root.name + ".dvc")
     if Path(".dvc").is_dir() and pin.is_file():
-        subprocess.run(["dvc", "commit", "--force", "--quiet", str(pin)], check=True)
+        subprocess.run(["dvc", "commit", "--force", "--quiet", str(pin)], check=True, env=tools_env())
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from prefect.runtime import flow_run
 from nas_core.config import ParamsError, apply_overrides, load_params, read_params_file, validate_params
 from nas_core.io import atomic_path
 from flows.dag import stage_order
+from flows.tools import tools_env
 from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dvc_lock_entry_hash, git_commit,
                             tracking_uri)
 
@@ -53,7 +54,7 @@ def run_dvc_stage(stage: str, root: str, env: dict[str, str]) -> str:
     returns "ran" or "cached"."""
     logger = get_run_logger()
     cmd = ["dvc", "repro", "--single-item", stage]
-    proc = subprocess.Popen(cmd, cwd=root, env={**os.environ, **env}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=root, env=tools_env({**os.environ, **env}), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
     skipped = False
     for line in proc.stdout:  # type: ignore[union-attr]

@@ -53,3 +53,30 @@ def test_bad_override_leaves_params_untouched(project, prefect_server):
     with pytest.raises(Exception, match="subset.fraction"):
         nas_pipeline(root=str(project), stages=["subset"], overrides={"subset.fraction": 2.0})
     assert (project / "params.yaml").read_text() == before
+
+
+def test_installed_nasflow_runs_without_the_virtualenv_on_path(project):
+    """`.venv/bin/nasflow pipeline` from a shell whose PATH lacks the
+    virtualenv (cron, a worker started by path): dvc, and the `nasflow stage`
+    commands dvc runs, are found beside the interpreter."""
+    import sys
+    from pathlib import Path
+
+    nasflow = Path(sys.executable).parent / "nasflow"
+    proc = sh(str(nasflow), "pipeline", "--stages", "subset", cwd=project, check=False,
+              env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (project / "metrics" / "subset.json").is_file()
+    assert "up to date" in sh("dvc", "status", "subset", cwd=project).stdout
+
+
+def test_tools_env_puts_the_interpreters_scripts_first_once():
+    import os
+    import sys
+    from pathlib import Path
+
+    from flows.tools import tools_env
+
+    scripts = str(Path(sys.executable).parent)
+    env = tools_env({"PATH": os.pathsep.join(["/usr/bin", scripts, "/bin"]), "OTHER": "kept"})
+    assert env["PATH"].split(os.pathsep) == [scripts, "/usr/bin", "/bin"] and env["OTHER"] == "kept"
