@@ -26,7 +26,6 @@ Usage: python bench/bench_separate.py [--quick]
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -122,12 +121,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from run import machine_info, table, write_result
+    from run import report
 
-    result = run(quick=args.quick)
-    print(table(result["rows"]))
-    print(json.dumps(result["summary"], indent=2))
-    print(f"-> {write_result(result, machine_info())}")
+    report(run(quick=args.quick))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,14 @@ def write_result(result: dict, info: dict) -> Path:
     return path
 
 
+def report(result: dict) -> None:
+    """A benchmark run on its own (``python bench/bench_X.py``): its table,
+    its summary and the JSON file written."""
+    print(table(result["rows"]))
+    print(json.dumps(result["summary"], indent=2))
+    print(f"-> {write_result(result, machine_info())}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
