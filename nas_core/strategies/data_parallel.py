@@ -28,18 +28,22 @@ def shard_search_data(data: SearchData) -> SearchData:
     return SearchData(shard_loader(data.train_w), shard_loader(data.train_a), data.val)
 
 
-class DistributedFBNet(FBNetStrategy):
+class ResumeFromRank0:
+    """Mixed in before a strategy class: a resumed run starts every rank from
+    rank 0's state (only rank 0 reads the real checkpoint directory), so all
+    ranks train the same epochs."""
+
+    def run(self, data: SearchData, callbacks: Any = (), state: dict[str, Any] | None = None) -> Any:
+        return super().run(data, callbacks, broadcast_object(state))  # type: ignore[misc]
+
+
+class DistributedFBNet(ResumeFromRank0, FBNetStrategy):
     """:class:`FBNetStrategy` with its loss run through DDP. Hooks used:
     ``setup`` (builds ``self.net``, the optimisers and ``self.lat_table``)
     and ``loss_fn`` (the loss ``train_epoch`` trains with); the lifecycle,
     state_dict and resume are FBNet's own. Give it :func:`shard_search_data`
     loaders. A resumed run starts every rank from rank 0's checkpoint. With
     one process it behaves exactly as FBNetStrategy."""
-
-    def run(self, data: SearchData, callbacks: Any = (), state: dict[str, Any] | None = None) -> Any:
-        """Resume every rank from rank 0's state (only rank 0 reads the real
-        checkpoint directory), so all ranks train the same epochs."""
-        return super().run(data, callbacks, broadcast_object(state))
 
     def setup(self, data: SearchData) -> None:
         super().setup(data)
@@ -63,7 +67,7 @@ class DistributedFBNet(FBNetStrategy):
         return loss
 
 
-class DataParallelCell:
+class DataParallelCell(ResumeFromRank0):
     """Mixed in before a cell strategy class (:func:`data_parallel`): every
     gradient of the search (weights, α, DARTS's unrolled terms) is averaged
     over the ranks (``grads``), so each rank takes the one-process step of
@@ -74,9 +78,6 @@ class DataParallelCell:
 
     net: nn.Module
     arch: nn.Module
-
-    def run(self, data: SearchData, callbacks: Any = (), state: dict[str, Any] | None = None) -> Any:
-        return super().run(data, callbacks, broadcast_object(state))  # type: ignore[misc]
 
     def _build(self, cells: int, schedule_epochs: int) -> None:
         super()._build(cells, schedule_epochs)  # type: ignore[misc]

@@ -34,8 +34,7 @@ result within tolerance" rests on):
   it); per-sample random draws inside a network (P-DARTS's skip dropout)
   come from the same stream on every rank, so a rank's masks are not the
   ones the one-process run gives those images; and float sums are taken in
-  another order. Hence "within
-  tolerance", not bit-identical, on the CPU.
+  another order. Hence "within tolerance", not bit-identical, on the CPU.
 
 Weights and architecture parameters θ stay identical on all ranks: DDP
 all-reduces their gradients and every rank applies the same optimiser step;
