@@ -9,9 +9,11 @@ Each strategy is measured in its own process (peak RSS is per process):
   forwards): the memory PC-DARTS and GDAS cut, device independent;
 - ``rss_step_mb``: growth of the process's peak RSS over the steps
   (on CUDA also ``cuda_peak_mb``, torch.cuda.max_memory_allocated).
-Ratios are against first-order DARTS measured in the same run. torch uses
-``BENCH_THREADS`` threads (default 1: on a shared 2-core machine more
-threads make tiny convolutions many times slower, not faster).
+Strategies are built by ``create_strategy`` on the cell space (op set
+``darts``) with their own defaults except the proxy network's size and
+batch. Ratios are against first-order DARTS measured in the same run.
+torch uses ``BENCH_THREADS`` threads (default 1: on a shared 2-core machine
+more threads make tiny convolutions many times slower, not faster).
 
 Usage: python bench/bench_darts.py [--quick]
 """
@@ -50,16 +52,26 @@ def _saved_bytes(fn) -> tuple[float, int]:
     return time.perf_counter() - start, sum(storages.values())
 
 
+def strategy_params(name: str, setting: dict, overrides: dict) -> dict:
+    """``strategies.<name>`` for the benchmark: the strategy's own defaults
+    with the proxy network's size and batch of ``setting`` (P-DARTS: one
+    stage of that many cells, no skip dropout) and ``overrides``."""
+    size = {"init_channels": setting["init_channels"], "batch_size": setting["batch_size"]}
+    if name == "p_darts":
+        size.update(pdarts_cells=[setting["cells"]], pdarts_ops_kept=[], skip_dropout=[0.0])
+    else:
+        size["cells"] = setting["cells"]
+    return {**size, **overrides}
+
+
 def measure(label: str, quick: bool) -> dict:
     """One strategy's numbers (runs in the current process)."""
     import torch
     from sklearn.datasets import load_digits
     from torch.utils.data import DataLoader, TensorDataset
 
-    from nas_core.config import CellSearchConfig
-    from nas_core.spaces.cell import CellSpace
-    from nas_core.strategies import STRATEGIES as REGISTRY
-    from nas_core.strategies import SearchData
+    from nas_core.spaces import make_space
+    from nas_core.strategies import SearchData, create_strategy
 
     setting = QUICK if quick else FULL
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
@@ -70,10 +82,9 @@ def measure(label: str, quick: bool) -> dict:
     x = torch.tensor(x[:2 * b] / 8.0 - 1.0, dtype=torch.float32).view(-1, 1, 8, 8)
     y = torch.tensor(y[:2 * b])
     loader = DataLoader(TensorDataset(x, y), batch_size=b)
-    cfg = CellSearchConfig(cells=setting["cells"], init_channels=setting["init_channels"], batch_size=b,
-                           pdarts_cells=[setting["cells"]], pdarts_ops_kept=[], skip_dropout=[0.0], **overrides)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    strategy = REGISTRY.get(name)(CellSpace("darts", 1, 10), cfg, device, seed=0)
+    space = make_space("cell", {"op_set": "darts"}, (1, 8, 8), 10)
+    strategy = create_strategy(name, space, strategy_params(name, setting, overrides), device, seed=0)
     strategy.setup(SearchData(loader, loader))
     strategy.before_epoch(0)
     (xw, yw), (xa, ya) = [(t[0].to(device), t[1].to(device)) for t in loader]
@@ -129,12 +140,9 @@ def main() -> None:
         print(json.dumps(measure(args.measure, args.quick)))
         return
     sys.path.insert(0, str(HERE))
-    from run import machine_info, table, write_result
+    from run import report
 
-    result = run(args.quick)
-    print(table(result["rows"]))
-    print(json.dumps(result["summary"], indent=2))
-    print(f"written: {write_result(result, machine_info())}")
+    report(run(args.quick))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """DC-NAS: feature extraction with prefix sharing against the naive path,
 and k-means time at 10^4-10^6 architectures.
 
-Feature extraction (Eq. 7) on the digits preset of the FBNet space (6
-layers, 9 ops), 256 real digits images as the probe set in one chunk,
-η = 2 checkpoints (cost is linear in η and the ratio does not depend on it),
-BatchNorm ``running``, one torch thread (what the dcnas_features stage picks
-for tiny activations). Architectures are drawn from softmax(θ) with seeded
+Feature extraction (Eq. 7) on the supernet of the FBNet strategy (built by
+``create_strategy``) over the digits preset of the layer-wise space (6
+layers, 9 ops), loaded per checkpoint by ``strategy.load_supernet`` as in
+the dcnas_features stage; 256 real digits images as the probe set in one
+chunk, η = 2 checkpoints (cost is linear in η and the ratio does not depend
+on it), BatchNorm ``running``, one torch thread (what the dcnas_features
+stage picks for tiny activations). Architectures are drawn from softmax(θ) with seeded
 θ ~ N(0, σ²) per entry: σ = 1.5 (mildly peaked, mean per-layer entropy 1.8
 nats of at most ln 9 = 2.2) and σ = 3 (peaked, as after a longer
 pre-training); the speedup grows with the concentration of θ because more
@@ -36,15 +38,22 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def _supernet_and_states(eta: int):
+def _strategy_and_states(eta: int):
+    """FBNet on the digits preset (built by ``create_strategy``, analytic
+    latency table) and η checkpoints ``{"supernet": state_dict}``: seeded
+    perturbations of the initial weights (the cost of Eq. 7 does not depend
+    on the values)."""
     import torch
 
     from nas_core.spaces import make_space
-    from nas_core.supernet.layerwise import LayerwiseSupernet
+    from nas_core.spaces.layerwise import flops_latency_table
+    from nas_core.strategies import create_strategy
 
-    space = make_space("fbnet", "digits", (1, 8, 8), 10)
+    space = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)
+    strategy = create_strategy("fbnet", space.with_latency(flops_latency_table(space)), None, "cpu", 0)
     torch.manual_seed(0)
-    net = LayerwiseSupernet(space)
+    strategy.setup(None)
+    net = strategy.supernet
     gen = torch.Generator().manual_seed(1)
     states = []
     for epoch in range(eta):
@@ -52,8 +61,8 @@ def _supernet_and_states(eta: int):
             for name, p in net.named_parameters():
                 if name != "theta":
                     p.add_(0.05 * torch.randn(p.shape, generator=gen))
-        states.append({k: v.clone() for k, v in net.state_dict().items()})
-    return net, states
+        states.append({"supernet": {k: v.clone() for k, v in net.state_dict().items()}})
+    return strategy, states
 
 
 def _probe(n: int = 256):
@@ -74,28 +83,33 @@ def _timed(fn) -> tuple[float, object]:
 def feature_rows(cases: list[tuple[int, float]], eta: int, naive_cap: int) -> list[dict]:
     import torch
 
-    from nas_core.dcnas.features import build_trie, extract_output_features
-    from nas_core.dcnas.sample import sample_architectures
+    from nas_core.dcnas.features import extract_output_features, supernet_trie
 
     torch.set_num_threads(1)
-    net, states = _supernet_and_states(eta)
+    strategy, states = _strategy_and_states(eta)
+    space, net = strategy.space, strategy.supernet
     probe = _probe()
     cpu = torch.device("cpu")
-    extract_output_features(net, states, np.zeros((1, 6), dtype=np.int64), probe, cpu)  # warm-up
+
+    def extract(rows: np.ndarray, method: str) -> np.ndarray:
+        supernets = (strategy.load_supernet(state) for state in states)  # as the dcnas_features stage
+        return extract_output_features(supernets, rows, probe, cpu, method=method)
+
+    extract(np.zeros((1, space.encoding_length), dtype=np.int64), "trie")  # warm-up
     rows = []
     for s, theta_std in cases:
-        logits = np.random.default_rng(0).normal(0.0, theta_std, size=(6, 9))
+        logits = np.random.default_rng(0).normal(0.0, theta_std, size=(space.num_layers, space.num_ops))
         probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
         entropy = float(-(probs * np.log(probs)).sum(1).mean())
-        archs = sample_architectures(probs, s, seed=0).archs
+        archs = space.sample({"layers": probs}, s, seed=0).archs
         u = archs.shape[0]
-        trie_s, _ = _timed(lambda: extract_output_features(net, states, archs, probe, cpu, method="trie"))
+        trie_s, _ = _timed(lambda: extract(archs, "trie"))
         sub = archs[np.random.default_rng(1).permutation(u)[:naive_cap]]
-        naive_sub_s, _ = _timed(lambda: extract_output_features(net, states, sub, probe, cpu, method="naive"))
+        naive_sub_s, _ = _timed(lambda: extract(sub, "naive"))
         naive_s = naive_sub_s * u / sub.shape[0]
-        trie = build_trie(archs)
+        trie = supernet_trie(net, archs)
         rows.append({"part": "features", "s": s, "theta_std": theta_std, "unique": u, "trie_nodes": trie.total_nodes,
-                     "naive_ops": int(archs.size), "trie_s": round(trie_s, 2), "naive_s": round(naive_s, 2),
+                     "naive_ops": trie.naive_nodes, "trie_s": round(trie_s, 2), "naive_s": round(naive_s, 2),
                      "naive_timed_archs": int(sub.shape[0]), "trie_archs_per_s": round(u / trie_s, 1),
                      "naive_archs_per_s": round(u / naive_s, 1), "speedup": round(naive_s / trie_s, 2),
                      "trie_us_per_sample": round(1e6 * trie_s / s, 1), "mean_layer_entropy": round(entropy, 3)})

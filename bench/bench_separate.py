@@ -52,13 +52,17 @@ def digits_data():
 
 
 def make_jobs(num_archs: int, epochs: int, cache: Path):
+    """The ablation_train stage's jobs: the default ``spaces.channel_ratio``
+    built by ``make_space`` for the data's shape, ``num_archs`` distinct
+    architectures drawn with seed 0."""
     from nas_core.ablation.separate import make_jobs as jobs_for, spec_from_config
     from nas_core.config import AblationConfig
-    from nas_core.spaces.channel_ratio import ChannelRatioSpace
+    from nas_core.spaces import make_space
 
     cfg = AblationConfig(num_archs=num_archs, epochs=epochs, eta_list=[epochs], k_list=[1])
-    space = ChannelRatioSpace.from_config(cfg)
-    return jobs_for(space.sample(num_archs, seed=0), space, spec_from_config(cfg), digits_data(), "cpu", 0,
+    data = digits_data()
+    space = make_space("channel_ratio", None, tuple(data.train.x.shape[1:]), data.num_classes)
+    return jobs_for(space.sample_distinct(num_archs, seed=0), space, spec_from_config(cfg), data, "cpu", 0,
                     cache, "separate")
 
 

@@ -40,10 +40,9 @@ from torch.utils.flop_counter import FlopCounterMode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from nas_core.config import PretrainConfig  # noqa: E402
-from nas_core.cost import flops_latency_table  # noqa: E402
 from nas_core.spaces import make_space  # noqa: E402
-from nas_core.strategies import SearchData  # noqa: E402
+from nas_core.spaces.layerwise import flops_latency_table  # noqa: E402
+from nas_core.strategies import SearchData, create_strategy  # noqa: E402
 from nas_core.strategies.fbnet import FBNetStrategy, fbnet_loss  # noqa: E402
 from nas_core.train import make_loader, train_one_epoch  # noqa: E402
 
@@ -57,15 +56,19 @@ def threads() -> int:
     return int(os.environ.get("BENCH_THREADS", "1"))
 
 
-def strategy_for(preset: str, n_w: int, n_a: int = BATCH) -> tuple[FBNetStrategy, SearchData]:
+def strategy_for(preset: str, n_w: int, n_a: int = BATCH, **settings) -> tuple[FBNetStrategy, SearchData]:
+    """FBNet built by ``create_strategy`` on the layer-wise space of
+    ``preset`` (FBNet's published settings, batch ``BATCH``, ``settings``
+    on top) with the analytic latency table (no timing noise), and loaders
+    over seeded random images of the preset's shape."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     shape = SHAPES[preset]
     make = lambda n: TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
     data = SearchData(make_loader(make(n_w), BATCH, True), make_loader(make(n_a), BATCH, True))
-    space = make_space("fbnet", preset, shape, 10)
-    strategy = FBNetStrategy(space, PretrainConfig(preset=preset), torch.device("cpu"), 0,
-                             latency=flops_latency_table(space))
+    space = make_space("layerwise", {"preset": preset}, shape, 10)
+    space = space.with_latency(flops_latency_table(space))
+    strategy = create_strategy("fbnet", space, {"batch_size": BATCH, **settings}, "cpu", 0)
     strategy.setup(data)
     strategy.progress = None
     return strategy, data
@@ -73,7 +76,7 @@ def strategy_for(preset: str, n_w: int, n_a: int = BATCH) -> tuple[FBNetStrategy
 
 def bare_pass(s: FBNetStrategy, data: SearchData, tau: float) -> None:
     """The same weight phase written as a plain PyTorch loop."""
-    net, opt, table, c = s.net, s.w_optimizer, s.lat_table, s.config
+    net, opt, table, c = s.supernet, s.w_optimizer, s.lat_table, s.config
     net.train()
     for x, y in data.train_w:
         opt.zero_grad(set_to_none=True)
@@ -84,7 +87,7 @@ def bare_pass(s: FBNetStrategy, data: SearchData, tau: float) -> None:
 
 
 def pipeline_pass(s: FBNetStrategy, data: SearchData, tau: float) -> None:
-    train_one_epoch(s.net, data.train_w, s.w_optimizer, s.device, 0, loss=s.loss_fn(tau), progress=s.progress)
+    train_one_epoch(s.supernet, data.train_w, s.w_optimizer, s.device, 0, loss=s.loss_fn(tau), progress=s.progress)
 
 
 def fastest(fn, repeats: int) -> float:
@@ -111,7 +114,7 @@ def step_flops(s: FBNetStrategy, x: torch.Tensor, y: torch.Tensor) -> int:
     """3 x the counted forward FLOPs (see the module docstring)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        s.loss_fn(5.0)(s.net, x, y)
+        s.loss_fn(5.0)(s.supernet, x, y)
     return 3 * counter.get_total_flops()
 
 
@@ -156,10 +159,9 @@ def measure_memory() -> dict:
     import psutil
 
     torch.set_num_threads(threads())
-    s, data = strategy_for("digits", DIGITS_TRAIN_W, DIGITS_TRAIN_A)
+    s, data = strategy_for("digits", DIGITS_TRAIN_W, DIGITS_TRAIN_A, warmup_epochs=0)
     before = psutil.Process().memory_info().rss / 2**20
     reset_peak_rss()
-    s.config = s.config.model_copy(update={"warmup_epochs": 0})
     s.train_epoch(0, data)
     peak = peak_rss_mb()
     return {"measure": "memory", "preset": "digits", "batch": BATCH, "train_w": DIGITS_TRAIN_W,

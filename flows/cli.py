@@ -23,9 +23,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from flows.fanout import fan_out
     from tasks.runner import run_stage
 
-    metrics = run_stage(args.name, args.params)
+    metrics = run_stage(args.name, args.params, fan_out=fan_out)
     print(f"[{args.name}] done: metrics/{args.name}.json ({len(metrics)} values)")
     return 0
 
@@ -46,18 +47,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def registries() -> dict[str, Sequence[str]]:
-    from nas_core import spaces, strategies
+    """Every name params.yaml can use, by registry: dataset sources, search
+    spaces, each space's named choices (op tables, op sets) and strategies
+    with the spaces they search."""
     from nas_core.data import SOURCES
+    from nas_core.spaces import SPACES
+    from nas_core.strategies import STRATEGIES
 
-    out: dict[str, Sequence[str]] = {"dataset sources": SOURCES.names()}
-    from nas_core.spaces import cell, cell_ops
-
-    for title, module, attr in (("search spaces", spaces, "SPACES"), ("ops", spaces, "OPS"),
-                                ("cell op sets", cell, "OP_SETS"), ("cell ops", cell_ops, "CELL_OPS"),
-                                ("strategies", strategies, "STRATEGIES")):
-        registry = getattr(module, attr, None)
-        if registry is not None:
-            out[title] = registry.names()
+    out: dict[str, Sequence[str]] = {"dataset sources": SOURCES.names(), "search spaces (search.space)": SPACES.names()}
+    for name in SPACES.names():
+        for title, registry in getattr(SPACES.get(name), "registries", dict)().items():
+            out[f"{name} {title}"] = registry.names()
+    out["strategies (search.strategy)"] = [
+        f"{n} ({STRATEGIES.get(n).kind}; spaces: {', '.join(STRATEGIES.get(n).spaces)})" for n in STRATEGIES.names()]
     return out
 
 
@@ -133,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "ablation":  # its own options pass through (`--` optional)
         args.rest = [a for a in (*unknown, *args.rest) if a != "--"]
-    from nas_core.strategies.base import NonFiniteLossError
+    from nas_core.train.loop import NonFiniteLossError
     from tasks.tracking import TrackingUnavailable
 
     try:

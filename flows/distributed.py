@@ -1,7 +1,6 @@
 """Run one stage data-parallel under torchrun:
 
     torchrun --nproc_per_node 2 -m flows.distributed pretrain [--params params.yaml]
-    torchrun --nproc_per_node 2 -m flows.distributed search   [--params params.yaml]
     torchrun --nproc_per_node 2 -m flows.distributed retrain  [--params params.yaml]
 
 (on one machine with N GPUs: ``--nproc_per_node N``, one GPU per process,
@@ -12,10 +11,11 @@ stage function with the same params and seed, on its own device, against a
 private copy of the stage's output directory (so a resumed run resumes on
 every rank from the same checkpoint) that is thrown away at the end, and
 logs nothing. The stage function itself decides what is data-parallel:
-pretrain and the cell search train the supernet with ``data_parallel``
-and ``shard_search_data`` (nas_core.strategies.data_parallel); evaluate and
+pretrain trains the supernet with the strategy's data-parallel variant
+(``create_strategy`` picks it under torchrun) on per-rank loaders
+(``shard_search_data``); evaluate and
 retrain train their networks one after another, each on all ranks at once
-(flows.fanout runs the items in order, nas_core.train.fit wraps the network
+(the fan-out runs the items in order, nas_core.train.fit wraps the network
 in DDP); stages without training simply run on every rank. DVC records
 the result like any other run (``dvc commit <stage>`` after a run outside
 ``dvc repro``).
@@ -33,6 +33,7 @@ from nas_core.config import load_params
 from nas_core.runtime import resolve_device, seed_everything, set_threads
 from nas_core.train import distributed as ddp
 from tasks.context import ARTIFACTS, StageContext
+from flows.fanout import fan_out
 from tasks.runner import load_stage_module, run_stage
 
 
@@ -57,7 +58,7 @@ def run_replica(name: str, params_path: str, root: Path, scratch: Path) -> None:
     seed_everything(params.runtime.seed, params.runtime.deterministic)
     set_threads(params.runtime.threads)
     device = ddp.init_from_env(resolve_device(params.runtime.device))
-    module.run(params, StageContext(name, root, params, scratch, device, ReplicaLogger()))
+    module.run(params, StageContext(name, root, params, scratch, device, ReplicaLogger(), fan_out))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if ddp.is_main():
             ddp.barrier()  # the other ranks have copied the previous outputs
-            run_stage(args.name, args.params, root)
+            run_stage(args.name, args.params, root, fan_out=fan_out)
         else:
             with tempfile.TemporaryDirectory(prefix=f"nasflow-rank{ddp.rank()}-") as tmp:
                 scratch = Path(tmp) / args.name
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def exit_code(exc: BaseException) -> int | None:
     """The exit code `nasflow stage` uses for ``exc`` (None: not a known failure)."""
     from flows.cli import EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_TEMPFAIL, _user_errors
-    from nas_core.strategies.base import NonFiniteLossError
+    from nas_core.train.loop import NonFiniteLossError
     from tasks.tracking import TrackingUnavailable
 
     for kinds, code in ((_user_errors(), EXIT_BAD_INPUT), (NonFiniteLossError, EXIT_NONFINITE),

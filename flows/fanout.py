@@ -3,17 +3,18 @@ item, through the task runner chosen by ``params.runtime``
 (flows/runners.py: thread pool by default, Dask LocalCluster or scheduler,
 Ray). With a GPU in use each submit declares ``runtime.gpus_per_task`` to
 the scheduler (``task_resources``), and the task picks its worker's device
-with ``flows.runners.worker_device``.
+with ``tasks.placement.worker_device``.
 
 The mapped function must be importable by name (a module-level function)
 and its items and results picklable: with Dask they cross processes. It
 should not talk to MLflow itself: the caller creates the nested runs with an
 explicit parent run id (``ctx.log.child``) in its own thread and logs the
-returned results there.
+returned results there. Stages do not import this module: the stage runner
+hands :func:`fan_out` to them as ``StageContext.fan_out`` (tasks never
+import flows).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 from prefect import flow, task
@@ -22,21 +23,6 @@ from prefect.cache_policies import NO_CACHE
 from flows.runners import make_task_runner, task_resources
 from nas_core.config import RuntimeConfig
 from nas_core.train.distributed import is_distributed
-
-
-def worker_count(runtime: RuntimeConfig) -> int:
-    """How many items run at once under ``runtime``."""
-    if runtime.task_runner == "dask" and not runtime.dask_address:
-        return runtime.dask_n_workers
-    return runtime.max_workers
-
-
-def threads_per_task(runtime: RuntimeConfig) -> int:
-    """torch threads for one task: the cores shared by the parallel tasks
-    (``runtime.threads`` wins when set)."""
-    if runtime.threads:
-        return runtime.threads
-    return max(1, (os.cpu_count() or 1) // worker_count(runtime))
 
 
 def fan_out(fn: Callable[[Any], Any], items: Sequence[Any], runtime: RuntimeConfig,
@@ -64,16 +50,3 @@ def fan_out(fn: Callable[[Any], Any], items: Sequence[Any], runtime: RuntimeConf
         return [future.result() for future in futures]
 
     return fan_out_flow(items, names)
-
-
-def fan_out_with_runs(fn: Callable[[Any], Any], items: Sequence[Any], runtime: RuntimeConfig,
-                      runs: Sequence[Any], names: Sequence[str], flow_name: str) -> list[Any]:
-    """``fan_out`` for items that each own a nested MLflow run (``runs``,
-    created in the calling thread): when the fan-out fails, every one of
-    those runs is ended FAILED before the error propagates."""
-    try:
-        return fan_out(fn, items, runtime, names=names, flow_name=flow_name)
-    except BaseException:
-        for log in runs:
-            log.end("FAILED")
-        raise

@@ -124,11 +124,9 @@ def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
     chosen = project / "artifacts" / "retrain" / "chosen.json"
     if retrain.is_file() and chosen.is_file():
         m, c = json.loads(retrain.read_text()), json.loads(chosen.read_text())
-        genotype = c.get("genotype", {})
-        label = c.get("ops") or " | ".join(genotype.get("ops", [])) or genotype
-        lines.append(f"chosen architecture N*: {label}")
+        lines.append(f"chosen architecture N*: {c.get('label', c.get('genotype'))}")
         lines.append(f"test accuracy: {m.get('chosen_test_acc', float('nan')):.4f}  "
-                     f"(search baseline, e.g. FBNet's argmax: {m.get('baseline_test_acc', float('nan')):.4f})")
+                     f"(the search strategy's own genotype: {m.get('baseline_test_acc', float('nan')):.4f})")
     lines.append(f"metrics: {project / 'metrics'}   artifacts: {project / 'artifacts'}")
     lines.append(f"MLflow: `make ui`, then http://127.0.0.1:5000/#/experiments/{result['experiment_id']}"
                  f"/runs/{result['parent_run_id']} (parent run {result['parent_run_id']})")

@@ -19,14 +19,13 @@ by whoever starts it (README "Scale out").
 Accelerators: a training task declares what it needs with
 :func:`task_resources` (Dask worker resources ``{"GPU": gpus_per_task}``, Ray
 ``num_gpus``), but only when a GPU is in use; on a CPU-only machine tasks
-run unchanged. Inside the task :func:`worker_device` picks the device of the
-worker that runs it.
+run unchanged. Inside the task ``tasks.placement.worker_device`` picks the
+device of the worker that runs it.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import zlib
 from typing import Any, ContextManager
 
 import torch
@@ -34,8 +33,6 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from nas_core.config import RuntimeConfig
-from nas_core.runtime import resolve_device
-from nas_core.train.distributed import rank_device
 
 LOOPBACK = "127.0.0.1"
 PROPAGATED = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME", "MLFLOW_DISABLE_TELEMETRY",
@@ -192,40 +189,3 @@ def task_resources(runtime: RuntimeConfig, gpu: bool | None = None) -> ContextMa
     from prefect_ray.context import remote_options
 
     return remote_options(num_gpus=runtime.gpus_per_task)
-
-
-def _dask_worker_index() -> int | None:
-    """The index of the Dask worker running this code (LocalCluster names
-    its workers 0, 1, ...), or None outside a Dask worker."""
-    try:
-        from distributed import get_worker
-
-        name = get_worker().name
-    except (ImportError, ValueError):
-        return None
-    try:
-        return int(name)
-    except (TypeError, ValueError):
-        return zlib.crc32(str(name).encode())
-
-
-def worker_device(requested: str) -> torch.device:
-    """The device a task should train on, called inside the task.
-
-    ``requested`` is ``runtime.device``. Without CUDA (or for ``cpu`` /
-    ``mps``) it is resolved as everywhere else. With CUDA and a bare
-    ``cuda`` / ``auto`` request: a process that sees a single GPU (Ray sets
-    CUDA_VISIBLE_DEVICES per task; one ``dask worker`` per GPU does the same)
-    uses ``cuda:0``; a LocalCluster worker uses ``cuda:(index mod
-    device_count)``, so worker i trains on GPU i. An explicit ``cuda:N`` is
-    kept. Under torchrun every CUDA request means the rank's own GPU
-    (``cuda:LOCAL_RANK``). The chosen GPU becomes the process's current
-    device."""
-    device = rank_device(resolve_device(requested))
-    if device.type != "cuda" or device.index is not None:
-        return device
-    count = torch.cuda.device_count()
-    index = _dask_worker_index()
-    device = torch.device("cuda", 0 if count == 1 or index is None else index % count)
-    torch.cuda.set_device(device)
-    return device

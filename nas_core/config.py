@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from nas_core.registry import nearest
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from nas_core.sections import CrossFieldError, Section
+from nas_core.spaces import SPACES
+from nas_core.strategies import STRATEGIES
 
 
 class FakeDataConfig(Section):
@@ -72,127 +72,39 @@ class SubsetConfig(Section):
     probe_size: int = Field(256, ge=1)
 
 
-class PretrainConfig(Section):
-    """FBNet supernet pre-training (reference-notes.md, FBNet)."""
-
-    space: str = "fbnet"
-    preset: str = "digits"
-    epochs: int = Field(8, ge=1)
-    warmup_epochs: int = Field(2, ge=0)
-    batch_size: int = Field(64, ge=1)
-    theta_batch_size: Optional[int] = Field(
-        None, ge=1, description="batch size of the θ steps on train_a (None: batch_size); a small "
-        "train_a (digits: ~130 images) needs smaller batches to give θ more than a few steps per epoch")
-    w_lr: float = Field(0.1, gt=0)
-    w_momentum: float = Field(0.9, ge=0, lt=1)
-    w_weight_decay: float = Field(1e-4, ge=0)
-    theta_lr: float = Field(0.01, gt=0)
-    theta_weight_decay: float = Field(5e-4, ge=0)
-    temperature: float = Field(5.0, gt=0)
-    temperature_decay: float = Field(0.956, gt=0, le=1)
-    alpha: float = Field(0.2, gt=0)
-    beta: float = Field(0.6, ge=0)
-    latency_unit: Literal["ms", "us"] = "us"
-    latency_repeats: int = Field(5, ge=1)
-
-    @model_validator(mode="after")
-    def _known_space(self) -> "PretrainConfig":
-        from nas_core.spaces import FBNET_PRESETS, SUPERNET_SPACES  # lazy: keeps params loading light
-
-        if self.space not in SUPERNET_SPACES:
-            raise CrossFieldError("pretrain.space", self.space,
-                                  f"allowed (spaces with a supernet): {', '.join(SUPERNET_SPACES)}")
-        if self.space == "fbnet" and self.preset not in FBNET_PRESETS:
-            raise CrossFieldError("pretrain.preset", self.preset, f"allowed: {', '.join(FBNET_PRESETS)}")
-        return self
-
-
-class CellSearchConfig(Section):
-    """DARTS cell space and its differentiable strategies (darts, pc_darts,
-    p_darts, gdas, snas). Paper settings in reference-notes.md; defaults here
-    are shrunk so a search on digits (8x8) takes about a minute on 2 cores.
-
-    ``epochs`` is per P-DARTS stage for ``p_darts``. ``unrolled_xi`` None
-    uses the current weight learning rate (DARTS). ``pdarts_ops_kept[i]`` is
-    the number of ops per edge kept after stage i (length: stages - 1);
-    ``skip_dropout[i]`` the initial skip-connect dropout of stage i, decayed
-    by exp(-0.2 * epoch-in-stage); ``skip_cap`` is P-DARTS's M. GDAS and SNAS
-    anneal their Gumbel temperature linearly from max to min."""
-
-    op_set: str = "darts"
-    cells: int = Field(5, ge=1)
-    init_channels: int = Field(8, ge=2)
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(64, ge=1)
-    w_lr: float = Field(0.025, gt=0)
-    w_lr_min: float = Field(0.001, ge=0)
-    w_momentum: float = Field(0.9, ge=0, lt=1)
-    w_weight_decay: float = Field(3e-4, ge=0)
-    w_grad_clip: float = Field(5.0, gt=0)
-    arch_lr: float = Field(3e-4, gt=0)
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = Field(1e-3, ge=0)
-    order: Literal[1, 2] = 1
-    unrolled_xi: Optional[float] = Field(None, gt=0)
-    warmup_epochs: int = Field(0, ge=0)
-    pc_k: int = Field(4, ge=1)
-    pc_edge_norm: bool = True
-    pdarts_cells: list[int] = [3, 4, 5]
-    pdarts_ops_kept: list[int] = [5, 3]
-    skip_dropout: list[float] = [0.0, 0.3, 0.6]
-    skip_cap: Optional[int] = Field(2, ge=0, le=8)
-    gdas_tau_max: float = Field(10.0, gt=0)
-    gdas_tau_min: float = Field(0.1, gt=0)
-    snas_tau_max: float = Field(1.0, gt=0)
-    snas_tau_min: float = Field(0.03, gt=0)
-    snas_resource_weight: float = Field(1e-2, ge=0)
-    final_cells: int = Field(8, ge=1)
-    final_channels: int = Field(16, ge=2)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "CellSearchConfig":
-        key = "search.cell."
-        if self.warmup_epochs >= self.epochs:
-            raise CrossFieldError(key + "warmup_epochs", self.warmup_epochs,
-                                  f"must be < search.cell.epochs ({self.epochs})")
-        if self.init_channels % self.pc_k:
-            raise CrossFieldError(key + "pc_k", self.pc_k,
-                                  f"must divide search.cell.init_channels ({self.init_channels})")
-        if not self.pdarts_cells or any(c < 1 for c in self.pdarts_cells):
-            raise CrossFieldError(key + "pdarts_cells", self.pdarts_cells, "a non-empty list of cell counts >= 1")
-        stages = len(self.pdarts_cells)
-        kept = self.pdarts_ops_kept
-        if len(kept) != stages - 1 or any(k < 2 for k in kept) or any(a <= b for a, b in zip(kept, kept[1:])):
-            raise CrossFieldError(key + "pdarts_ops_kept", kept,
-                                  f"{stages - 1} strictly decreasing counts >= 2 (one per stage after the first)")
-        if len(self.skip_dropout) != stages or any(not 0 <= p < 1 for p in self.skip_dropout):
-            raise CrossFieldError(key + "skip_dropout", self.skip_dropout,
-                                  f"{stages} rates in [0, 1) (one per search.cell.pdarts_cells stage)")
-        for name in ("gdas", "snas"):
-            lo, hi = getattr(self, f"{name}_tau_min"), getattr(self, f"{name}_tau_max")
-            if lo > hi:
-                raise CrossFieldError(key + f"{name}_tau_min", lo, f"must be <= {name}_tau_max ({hi})")
-        if self.w_lr_min > self.w_lr:
-            raise CrossFieldError(key + "w_lr_min", self.w_lr_min, f"must be <= search.cell.w_lr ({self.w_lr})")
-        return self
-
-
 class SearchConfig(Section):
-    """The search strategy (``nasflow list`` shows the registered ones);
-    ``cell`` configures the DARTS-cell strategies."""
+    """Which strategy searches which space (``nasflow list`` shows the
+    registered ones). The strategy's settings are ``strategies.<strategy>``,
+    the space's ``spaces.<space>``; the strategy must support the space."""
 
     strategy: str = "fbnet"
-    cell: CellSearchConfig = CellSearchConfig()
+    space: str = "layerwise"
 
     @model_validator(mode="after")
-    def _known_strategy(self) -> "SearchConfig":
-        from nas_core.strategies import STRATEGIES  # lazy: importing registers every strategy
-
-        if self.strategy not in STRATEGIES:
-            hint = nearest(self.strategy, STRATEGIES.names())
-            did = f"; did you mean {hint!r}?" if hint else ""
-            raise CrossFieldError("search.strategy", self.strategy, f"allowed: {', '.join(STRATEGIES.names())}{did}")
+    def _known_pair(self) -> "SearchConfig":
+        for key, registry in (("strategy", STRATEGIES), ("space", SPACES)):
+            value = getattr(self, key)
+            if value not in registry:
+                hint = nearest(value, registry.names())
+                did = f"; did you mean {hint!r}?" if hint else ""
+                raise CrossFieldError(f"search.{key}", value, f"allowed: {', '.join(registry.names())}{did}")
+        supported = STRATEGIES.get(self.strategy).spaces
+        if self.space not in supported:
+            raise CrossFieldError("search.space", self.space,
+                                  f"strategy {self.strategy!r} searches {', '.join(supported)}")
         return self
+
+
+def _registry_section(registry: Any, model_name: str, doc: str) -> type[Section]:
+    """A section with one sub-section per registered entry, each validated
+    by the entry's own ``Config`` model (its defaults when absent)."""
+    fields = {name: (registry.get(name).Config, registry.get(name).Config()) for name in registry.names()}
+    return create_model(model_name, __base__=Section, __doc__=doc, **fields)
+
+
+SpacesConfig = _registry_section(SPACES, "SpacesConfig", "One section per registered search space.")
+StrategiesConfig = _registry_section(STRATEGIES, "StrategiesConfig",
+                                     "One section per registered strategy, with its paper's defaults.")
 
 
 class DcnasSampleConfig(Section):
@@ -240,17 +152,15 @@ class RetrainConfig(Section):
 
 
 class AblationConfig(Section):
-    """Table-1 ablation on the channel-ratio space (dc-nas.md §4.1): ``num_archs``
-    separately trained networks (``epochs`` = η max on D~), the grid
-    ``eta_list`` × ``k_list`` (K=1 is global early stopping), random search
-    with a budget of ``int(rs_fraction * num_archs) + K`` fully trained
-    networks repeated ``rs_repeats`` times, full training for ``full_epochs``
-    on D. ``ground_truth`` fully trains every sampled network (regret,
-    Kendall tau). ``strides`` down-sample per layer (8x8 digits: 1,1,2,1,2,1)."""
+    """Table-1 ablation on the channel-ratio space (dc-nas.md §4.1; the
+    space's widths, ratios and strides are ``spaces.channel_ratio``):
+    ``num_archs`` separately trained networks (``epochs`` = η max on D~),
+    the grid ``eta_list`` × ``k_list`` (K=1 is global early stopping),
+    random search with a budget of ``int(rs_fraction * num_archs) + K`` fully
+    trained networks repeated ``rs_repeats`` times, full training for
+    ``full_epochs`` on D. ``ground_truth`` fully trains every sampled network
+    (regret, Kendall tau)."""
 
-    base_widths: list[int] = Field(default_factory=lambda: [8, 8, 16, 16, 32, 32], min_length=6, max_length=6)
-    ratios: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0], min_length=2)
-    strides: list[int] = Field(default_factory=lambda: [1, 1, 2, 1, 2, 1], min_length=6, max_length=6)
     num_archs: int = Field(60, ge=2, le=15625)
     epochs: int = Field(6, ge=2)
     eta_list: list[int] = Field(default_factory=lambda: [2, 4, 6], min_length=1)
@@ -271,8 +181,9 @@ class Params(Section):
     runtime: RuntimeConfig = RuntimeConfig()
     tracking: TrackingConfig = TrackingConfig()
     subset: SubsetConfig = SubsetConfig()
-    pretrain: PretrainConfig = PretrainConfig()
     search: SearchConfig = SearchConfig()
+    spaces: SpacesConfig = SpacesConfig()
+    strategies: StrategiesConfig = StrategiesConfig()
     dcnas_sample: DcnasSampleConfig = DcnasSampleConfig()
     dcnas_features: DcnasFeaturesConfig = DcnasFeaturesConfig()
     dcnas_cluster: DcnasClusterConfig = DcnasClusterConfig()
@@ -287,46 +198,18 @@ class Params(Section):
         return self
 
 
-class CrossFieldError(ValueError):
-    """A check spanning keys failed; ``key`` is the dotted key to blame."""
-
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        super().__init__(f"{key} = {value!r}: {allowed}")
-        self.key, self.value, self.allowed = key, value, allowed
-
-
-def _warmup_before_end(p: Params) -> None:
-    if p.pretrain.warmup_epochs >= p.pretrain.epochs:
-        raise CrossFieldError("pretrain.warmup_epochs", p.pretrain.warmup_epochs,
-                              f"must be < pretrain.epochs ({p.pretrain.epochs})")
-
-
 def _k_not_above_samples(p: Params) -> None:
     if p.dcnas_cluster.k > p.dcnas_sample.num_samples:
         raise CrossFieldError("dcnas_cluster.k", p.dcnas_cluster.k,
                               f"must be <= dcnas_sample.num_samples ({p.dcnas_sample.num_samples})")
 
 
-def _feature_epochs_saved(p: Params) -> None:
+def _feature_epochs_ordered(p: Params) -> None:
+    """Which epochs exist is known once the supernet is trained (the
+    dcnas_features stage names the saved ones); here: at least 2, increasing."""
     epochs = p.dcnas_features.epochs
-    if epochs is None:
-        return
-    source, saved = _saved_epochs(p)
-    bad = [e for e in epochs if not 1 <= e <= saved]
-    if bad or len(epochs) < 2 or sorted(set(epochs)) != list(epochs):
-        raise CrossFieldError("dcnas_features.epochs", epochs,
-                              f"at least 2 increasing saved epochs in 1..{source} ({saved})")
-
-
-def _saved_epochs(p: Params) -> tuple[str, int]:
-    """Which checkpoints DC-NAS reads: the pretrain stage's (FBNet) or the
-    cell search's (all P-DARTS stages together)."""
-    if p.search.strategy == "fbnet":
-        return "pretrain.epochs", p.pretrain.epochs
-    cell = p.search.cell
-    if p.search.strategy == "p_darts":
-        return "search.cell.epochs x len(search.cell.pdarts_cells)", cell.epochs * len(cell.pdarts_cells)
-    return "search.cell.epochs", cell.epochs
+    if epochs is not None and (len(epochs) < 2 or min(epochs) < 1 or sorted(set(epochs)) != list(epochs)):
+        raise CrossFieldError("dcnas_features.epochs", epochs, "at least 2 increasing epochs >= 1 (or null: all)")
 
 
 def _splits_leave_data(p: Params) -> None:
@@ -339,10 +222,6 @@ def _splits_leave_data(p: Params) -> None:
 
 def _ablation_grid_fits(p: Params) -> None:
     a = p.ablation
-    if any(r <= 0 for r in a.ratios) or len(set(a.ratios)) != len(a.ratios):
-        raise CrossFieldError("ablation.ratios", a.ratios, "distinct positive channel ratios")
-    if any(w < 1 for w in a.base_widths) or any(s not in (1, 2) for s in a.strides):
-        raise CrossFieldError("ablation.base_widths", a.base_widths, "widths >= 1 and ablation.strides in {1, 2}")
     if any(not 2 <= e <= a.epochs for e in a.eta_list):
         raise CrossFieldError("ablation.eta_list", a.eta_list,
                               f"every eta must be in 2..ablation.epochs ({a.epochs}); eta=1 gives constant features")
@@ -352,8 +231,7 @@ def _ablation_grid_fits(p: Params) -> None:
                               f"K >= 1 and max(K) + int(rs_fraction * num_archs) <= ablation.num_archs ({a.num_archs})")
 
 
-CROSS_CHECKS = [_warmup_before_end, _k_not_above_samples, _feature_epochs_saved, _splits_leave_data,
-                _ablation_grid_fits]
+CROSS_CHECKS = [_k_not_above_samples, _feature_epochs_ordered, _splits_leave_data, _ablation_grid_fits]
 
 
 class ParamsError(ValueError):
@@ -383,7 +261,11 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``raw`` with dotted keys (``subset.fraction``) set."""
+    """Return a copy of ``raw`` with dotted keys (``subset.fraction``) set.
+    The space follows the strategy: an override of ``search.strategy``
+    without one of ``search.space`` also sets the space to the strategy's
+    first supported space when the current one is not supported."""
+    overrides = _space_follows_strategy(raw, overrides)
     out = copy.deepcopy(raw)
     for dotted, value in overrides.items():
         node = out
@@ -395,6 +277,17 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
             node = child
         node[leaf] = value
     return out
+
+
+def _space_follows_strategy(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    strategy = overrides.get("search.strategy")
+    if strategy not in STRATEGIES or "search.space" in overrides:
+        return overrides
+    search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    supported = STRATEGIES.get(strategy).spaces
+    if search.get("space", SearchConfig().space) in supported:
+        return overrides
+    return {**overrides, "search.space": supported[0]}
 
 
 def validate_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:

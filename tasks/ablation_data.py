@@ -1,17 +1,29 @@
 """Shared shell code of the two ablation stages (not a stage itself): the
-splits as in-memory tensors and the mapping of one function over the
-architectures (one fan-out item per architecture)."""
+channel-ratio space built from ``spaces.channel_ratio`` for the data's
+shape, the splits as in-memory tensors and the mapping of one function over
+the architectures (one fan-out item per architecture)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import torch
 
-from flows.fanout import fan_out, worker_count
 from nas_core.ablation.loop import stack_split
 from nas_core.ablation.separate import ArchData
 from nas_core.config import Params
+from nas_core.spaces import SearchSpace, make_space
 from tasks.context import StageContext
+from tasks.placement import worker_count
+
+#: The ablation's space (dc-nas.md §4.1: the paper's toy space).
+SPACE = "channel_ratio"
+
+
+def ablation_space(params: Params, ctx: StageContext) -> SearchSpace:
+    """The space of ``spaces.channel_ratio`` for the data's input shape and
+    number of classes."""
+    info = ctx.data_info
+    return make_space(SPACE, params.spaces.channel_ratio, info.input_shape, info.num_classes)
 
 
 def separate_data(ctx: StageContext) -> ArchData:
@@ -31,8 +43,9 @@ def full_data(ctx: StageContext) -> ArchData:
 
 def architecture_map(params: Params, ctx: StageContext, desc: str) -> Callable[[Callable, Sequence], list]:
     """Map ``fn`` over the pending architectures: one Prefect task per
-    architecture through ``runtime.task_runner`` when more than one worker
-    runs at a time, else in this process with a progress bar.
+    architecture through the stage's fan-out executor (``ctx.fan_out``,
+    ``runtime.task_runner``) when more than one worker runs at a time, else
+    in this process with a progress bar.
 
     Each network gets ``runtime.threads`` torch threads, default 1: these
     networks are tiny, and on the shared 2-core machine two intra-op
@@ -48,7 +61,7 @@ def architecture_map(params: Params, ctx: StageContext, desc: str) -> Callable[[
             if worker_count(runtime) <= 1 or len(items) <= 1:
                 return [fn(item) for item in ctx.progress(items, desc=desc, total=len(items))]
             names = [f"{desc.replace(' ', '-')}-{getattr(item, 'index', i)}" for i, item in enumerate(items)]
-            return fan_out(fn, items, runtime, names=names, flow_name=f"{ctx.name}-fan-out")
+            return ctx.fan_out(fn, items, runtime, names=names, flow_name=f"{ctx.name}-fan-out")
         finally:
             torch.set_num_threads(threads)
 

@@ -23,12 +23,11 @@ from nas_core.ablation.separate import make_jobs, spec_from_config
 from nas_core.ablation.store import pending, run_cached
 from nas_core.config import AblationConfig, Params
 from nas_core.io import load_npy
-from nas_core.spaces.channel_ratio import ChannelRatioSpace
-from tasks.ablation_data import architecture_map, full_data
+from tasks.ablation_data import ablation_space, architecture_map, full_data
 from tasks.context import StageContext
 from tasks.tracking import log_figure_file
 
-SECTIONS = ("ablation",)
+SECTIONS = ("ablation", "spaces.channel_ratio")
 PERSISTENT = True
 TABLE2_K = 5
 
@@ -59,7 +58,7 @@ def check_inputs(cfg: AblationConfig, features: np.ndarray, es_acc: np.ndarray) 
 def train_needed(params: Params, ctx: StageContext, plan: GridPlan, meta: pd.DataFrame) -> pd.DataFrame:
     """Fully train (or reuse) every network the plan needs."""
     cfg = params.ablation
-    space = ChannelRatioSpace.from_config(cfg)
+    space = ablation_space(params, ctx)
     indices = meta["index"].to_numpy()[plan.needed()]
     jobs = make_jobs(indices, space, spec_from_config(cfg, full=True), full_data(ctx), ctx.device,
                      params.runtime.seed, ctx.out / "full", "full")

@@ -16,19 +16,18 @@ from nas_core.ablation.separate import make_jobs, separate_job, spec_from_config
 from nas_core.ablation.store import pending, run_cached
 from nas_core.config import Params
 from nas_core.io import save_npy, write_json
-from nas_core.spaces.channel_ratio import ChannelRatioSpace
-from tasks.ablation_data import architecture_map, separate_data
+from tasks.ablation_data import ablation_space, architecture_map, separate_data
 from tasks.context import StageContext
 from tasks.tracking import log_figure_file
 
-SECTIONS = ("subset", "ablation")
+SECTIONS = ("subset", "ablation", "spaces.channel_ratio")
 PERSISTENT = True
 
 
 def run(params: Params, ctx: StageContext) -> dict[str, float]:
     cfg = params.ablation
-    space = ChannelRatioSpace.from_config(cfg)
-    indices = space.sample(cfg.num_archs, params.runtime.seed)
+    space = ablation_space(params, ctx)
+    indices = space.sample_distinct(cfg.num_archs, params.runtime.seed)
     jobs = make_jobs(indices, space, spec_from_config(cfg), separate_data(ctx), ctx.device,
                      params.runtime.seed, ctx.out / "archs", "separate")
     todo = len(pending(jobs))

@@ -1,20 +1,19 @@
 """dcnas_cluster: Eq. 5 k-means over the features, then the representative
 of each cluster (nas_core.dcnas.cluster / select):
 
-- ``selection: eq9``: the member with the largest Σ_l a(N^l) (Eq. 9);
+- ``selection: eq9``: the member with the largest Σ_l a(N^l) (Eq. 9, the
+  space's ``score`` on the tables dcnas_sample drew from);
 - ``eq9_log``: the largest Σ_l log a(N^l);
 - ``eq8``: the ``top_m`` members by Eq. 9 become candidates; the evaluate
   stage trains them early-stopped on D~ and keeps the best (Eq. 8).
 
-Eq. 9 and the candidates' genotypes depend on the space of
-``search.strategy`` (layer-wise: :func:`layerwise_candidates`; cell:
-tasks.dcnas_cell.cell_candidates); each candidate has ``index``, ``ops``,
-``genotype`` (the dict evaluate/retrain train) and ``eq9``.
-
-Outputs clusters.npy (label per row of archs.npy), centers.npy,
+Each candidate has ``index`` (row of archs.npy), ``label`` (the space's
+one-line description), ``genotype`` (the dict evaluate/retrain train) and
+``eq9``. Outputs clusters.npy (label per row of archs.npy), centers.npy,
 representatives.json, summary.json and two plots."""
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 import numpy as np
@@ -22,11 +21,10 @@ import numpy as np
 from nas_core.config import Params, ParamsError
 from nas_core.dcnas.cluster import cluster_features
 from nas_core.dcnas.plots import cluster_mean_curves, cluster_scatter
-from nas_core.dcnas.select import eq9_scores, top_per_cluster
+from nas_core.dcnas.select import top_per_cluster
 from nas_core.io import load_npy, save_npy, write_json
-from tasks.dcnas_cell import cell_candidates
-from tasks.dcnas_io import genotype_of, layerwise_space, load_samples, need
-from tasks.search_cell import is_cell_strategy
+from nas_core.spaces import SearchSpace
+from tasks.nas import TABLES, build_space, load_tables, need
 from tasks.tracking import log_figure_file
 
 SECTIONS = ("dcnas_cluster", "search")
@@ -42,25 +40,12 @@ def _cluster(params: Params, features: np.ndarray, counts: np.ndarray):
         raise ParamsError(str(exc)) from None
 
 
-def layerwise_candidates(params: Params, ctx: Any, archs: np.ndarray, probs: np.ndarray, log: bool
-                         ) -> tuple[np.ndarray, Describe]:
-    """Eq. 9 over the layers, and row index -> (ops, genotype)."""
-    space = layerwise_space(params, ctx)
-
+def describer(space: SearchSpace, archs: np.ndarray) -> Describe:
     def describe(i: int) -> dict[str, Any]:
-        genotype = genotype_of(space, archs[i])
-        return {"ops": list(genotype.ops), "genotype": genotype.to_dict()}
+        genotype = space.decode(archs[i])
+        return {"label": space.label(genotype), "genotype": genotype.to_dict()}
 
-    return eq9_scores(archs, probs, log=log), describe
-
-
-def scored_candidates(params: Params, ctx: Any, archs: np.ndarray, probs: np.ndarray
-                      ) -> tuple[np.ndarray, Describe]:
-    """Eq. 9 scores and candidate fields for the space of ``search.strategy``."""
-    log = params.dcnas_cluster.selection == "eq9_log"
-    if is_cell_strategy(params.search.strategy):
-        return cell_candidates(ctx, archs, probs, log)
-    return layerwise_candidates(params, ctx, archs, probs, log)
+    return describe
 
 
 def representatives(params: Params, describe: Describe, labels: np.ndarray, sizes: np.ndarray,
@@ -78,14 +63,17 @@ def representatives(params: Params, describe: Describe, labels: np.ndarray, size
 
 def run(params: Params, ctx: Any) -> dict[str, float]:
     cfg = params.dcnas_cluster
-    archs, counts, probs = load_samples(ctx)
+    sample = ctx.artifacts("dcnas_sample")
+    archs, counts = (load_npy(need(sample / name, "dcnas_sample")) for name in ("archs.npy", "counts.npy"))
+    tables = load_tables(sample / TABLES, "dcnas_sample")
+    space = build_space(params, ctx, "none")
     features = load_npy(need(ctx.artifacts("dcnas_features") / "features.npy", "dcnas_features"))
     if features.shape[0] != archs.shape[0]:
         raise ParamsError(f"features.npy has {features.shape[0]} rows but archs.npy has {archs.shape[0]}: "
                           "rerun dcnas_features")
     result = _cluster(params, features, counts)
-    scores, describe = scored_candidates(params, ctx, archs, probs)
-    reps = representatives(params, describe, result.labels, result.sizes, scores)
+    scores = space.score(archs, tables, log=cfg.selection == "eq9_log")
+    reps = representatives(params, describer(space, archs), result.labels, result.sizes, scores)
     save_npy(ctx.out / "clusters.npy", result.labels)
     save_npy(ctx.out / "centers.npy", result.centers)
     write_json(ctx.out / "representatives.json", {"selection": cfg.selection, "clusters": reps})
@@ -106,8 +94,6 @@ def _plots(ctx: Any, features: np.ndarray, labels: np.ndarray, reps: list[int], 
     epochs = None
     summary = ctx.artifacts("dcnas_features") / "summary.json"
     if summary.is_file():
-        import json
-
         epochs = json.loads(summary.read_text()).get("epochs")
     log_figure_file(ctx.log, cluster_scatter(features, labels, reps, seed=seed), ctx.out, "clusters_pca.png")
     log_figure_file(ctx.log, cluster_mean_curves(features, labels, counts, epochs), ctx.out, "cluster_curves.png")

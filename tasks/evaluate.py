@@ -5,27 +5,27 @@ early-stopped on D~ (``subset`` split, ``evaluate.epochs``) and scored on
 the validation split; the cluster keeps the best (Eq. 8; ties -> the
 candidate with the larger Eq. 9 score). A nested MLflow run per cluster
 holds its candidates' learning curves. Output representatives.json.
-Candidates carry their genotype; the network is built for the space of
-``search.strategy`` (tasks.dcnas_train.network_fields)."""
+Candidates carry their genotype; the space builds its network."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from flows.fanout import fan_out_with_runs, threads_per_task
 from nas_core.config import Params
 from nas_core.io import write_json
+from nas_core.spaces import SearchSpace
 from nas_core.train.fit import FitSettings
-from tasks.dcnas_io import need
-from tasks.dcnas_train import TrainJob, log_history, network_fields, train_candidate
+from tasks.dcnas_train import TrainJob, log_history, train_candidate
+from tasks.nas import build_space, need
+from tasks.placement import threads_per_task
 
 SECTIONS = ("evaluate", "dcnas_cluster", "search")
 
 
-def cluster_jobs(params: Params, ctx: Any, cluster: dict[str, Any]) -> list[TrainJob]:
+def cluster_jobs(params: Params, ctx: Any, space: SearchSpace, cluster: dict[str, Any]) -> list[TrainJob]:
     cfg = params.evaluate
     settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=params.runtime.seed)
-    return [TrainJob(name=f"cluster{cluster['cluster']}-cand{j}", genotype=c["genotype"], **network_fields(params),
+    return [TrainJob(name=f"cluster{cluster['cluster']}-cand{j}", space=space, genotype=c["genotype"],
                      settings=settings, data=params.data, project_root=str(ctx.root),
                      subset_dir=str(ctx.artifacts("subset")), train_split="subset", device=params.runtime.device,
                      threads=threads_per_task(params.runtime))
@@ -48,16 +48,17 @@ def pick(cluster: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, An
 def run(params: Params, ctx: Any) -> dict[str, float]:
     source = need(ctx.artifacts("dcnas_cluster") / "representatives.json", "dcnas_cluster")
     clusters = json.loads(source.read_text())["clusters"]
-    jobs = [cluster_jobs(params, ctx, c) for c in clusters]
+    space = build_space(params, ctx, "none")
+    jobs = [cluster_jobs(params, ctx, space, c) for c in clusters]
     names = [f"cluster{c['cluster']}" for c in clusters]
     runs = [ctx.log.child(f"evaluate:{name}", tags={"nasflow.cluster": str(c["cluster"])})
             for name, c in zip(names, clusters)]
-    results = fan_out_with_runs(evaluate_cluster, jobs, params.runtime, runs, names, "evaluate-clusters")
+    results = ctx.fan_out_with_runs(evaluate_cluster, jobs, runs, names, "evaluate-clusters")
     picks = []
     for cluster, cluster_results, log in zip(clusters, results, runs):
         chosen = pick(cluster, cluster_results)
         picks.append(chosen)
-        log.log_params({"cluster": cluster["cluster"], "size": cluster["size"], "chosen_ops": " | ".join(chosen["ops"]),
+        log.log_params({"cluster": cluster["cluster"], "size": cluster["size"], "chosen": chosen["label"][:500],
                         "num_candidates": len(cluster_results)})
         for j, result in enumerate(cluster_results):
             log_history(log, result, prefix=f"cand{j}_")

@@ -1,101 +1,69 @@
-"""pretrain stage: FBNet supernet pre-training on the subset's splits
-(nas_core.strategies.fbnet), resumable after a kill.
+"""pretrain stage: trains the chosen one-shot strategy's supernet
+(``search.strategy`` on ``search.space``) on the subset's splits, resumable
+after a kill. For a strategy that trains no supernet the stage records that
+and ends (its search runs in the search stage).
 
 The stage is persistent (``ctx.out`` is the real ``artifacts/pretrain``), so
 every file is written atomically here. Outputs:
 
 * ``checkpoints/epoch_XXX.pt`` (+ ``.sha256``): one per epoch, the full
-  strategy state (``model`` = supernet weights with ``theta``); DC-NAS reads
+  strategy state (``supernet`` = the supernet's weights); DC-NAS reads
   these. A rerun resumes from the newest good one made with the same
-  settings (:func:`fingerprint`) and removes ones made with other settings.
-* ``latency.json``: the latency lookup table measured on ``ctx.device``;
-  reused on reruns while the space and device stay the same, so a resumed
-  run optimises against the same numbers.
-* ``history.csv`` (per-epoch metrics) and ``theta_history.npy``
-  (epochs x layers x ops), rewritten after every epoch. At the end the
-  history is also copied to ``metrics/pretrain_history.csv`` (a DVC plot:
-  a plot cannot sit inside the persistent output directory).
+  settings (:func:`tasks.nas.fingerprint`) and removes ones made with
+  other settings.
+* the space's measured tables (FBNet: ``latency.json``), measured once and
+  reused while the space and device stay the same, so a resumed run
+  optimises against the same numbers;
+* ``history.csv`` (per-epoch metrics) and the strategy's per-epoch arrays
+  (FBNet: ``theta_history.npy``), rewritten after every epoch. At the end
+  the history is also copied to ``metrics/pretrain_history.csv`` (a DVC
+  plot cannot sit inside the persistent output directory).
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from nas_core.config import Params
+from nas_core.io import save_npy, write_history, write_json, write_text
+from nas_core.strategies import OneShotStrategy
+from nas_core.train import run_resumable
+from tasks.nas import CHECKPOINTS, build_space, build_strategy, fingerprint, search_data
 
-from nas_core.config import Params, section_dict
-from nas_core.cost import LatencyTable, measure_latency_table
-from nas_core.io import save_npy, sha256_file, write_history
-from nas_core.spaces import LayerwiseSpace, make_space
-from nas_core.strategies import SearchData
-from nas_core.strategies.fbnet import FBNetStrategy
-from nas_core.train import make_loader, run_resumable
-from nas_core.strategies.data_parallel import data_parallel, shard_search_data  # torchrun: flows/distributed.py
-
-SECTIONS = ("pretrain",)
+SECTIONS = ("search",)
 PERSISTENT = True
-LATENCY_FILE = "latency.json"
-CHECKPOINTS = "checkpoints"
+TIMING_KEYS = ("step_time_s", "peak_rss_mb", "cuda_peak_mb")
+OWNER_FILE = "strategy.txt"
 
 
-def layerwise_space(params: Params, ctx: Any) -> LayerwiseSpace:
-    info = ctx.data_info
-    return make_space(params.pretrain.space, params.pretrain.preset, info.input_shape, info.num_classes)
-
-
-def search_data(params: Params, ctx: Any, batch_size: int) -> SearchData:
-    """Loaders over the subset's splits; shuffling uses each loader's own
-    generator, which the strategy reseeds per epoch."""
-    splits, seed, workers = ctx.splits(), params.runtime.seed, params.data.num_workers
-    arch_batch = params.pretrain.theta_batch_size or batch_size
-    return SearchData(make_loader(splits["train_w"], batch_size, True, seed, workers),
-                      make_loader(splits["train_a"], arch_batch, True, seed + 1, workers),
-                      make_loader(splits["val"], batch_size, False, seed, workers))
-
-
-def latency_table(params: Params, ctx: Any, space: LayerwiseSpace) -> LatencyTable:
-    """The stored table when it fits this space and device, else a new
-    measurement (saved before training starts)."""
-    path = ctx.out / LATENCY_FILE
-    if path.is_file():
-        try:
-            table = LatencyTable.load(path)
-            table.check(space)
-            if table.device == str(ctx.device):
-                return table
-        except ValueError:  # unreadable or for another space: measure again
-            pass
-    table = measure_latency_table(space, ctx.device, params.pretrain.latency_repeats, progress=ctx.progress)
-    table.save(path)
-    return table
-
-
-def fingerprint(params: Params, latency_path: Path) -> str:
-    """Digest of everything that shapes training (the resume guard)."""
-    keys: dict[str, Any] = {s: section_dict(params, s) for s in ("data", "subset", "pretrain")}
-    keys["seed"] = params.runtime.seed
-    keys["latency"] = sha256_file(latency_path)
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()
+def keep_one_owner(out: Path, owner: str) -> None:
+    """The output persists between runs (so a killed run resumes); when the
+    previous run trained another strategy or space (``strategy.txt``), its
+    files are removed first, so the output only ever holds one supernet."""
+    marker = out / OWNER_FILE
+    if marker.is_file() and marker.read_text().strip() != owner:
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    write_text(marker, owner + "\n")
 
 
 class EpochOutputs:
-    """After each epoch: metrics to MLflow, history.csv, theta_history.npy,
-    the epoch progress bar."""
+    """After each epoch: metrics to MLflow, history.csv, the strategy's
+    arrays, the epoch progress bar."""
 
     def __init__(self, ctx: Any, bar: Any) -> None:
         self.ctx, self.bar = ctx, bar
         self.logged: set[int] = set()
 
-    def on_epoch_end(self, strategy: FBNetStrategy, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, strategy: OneShotStrategy, epoch: int, metrics: dict[str, float]) -> None:
         self.ctx.log.log_metrics(metrics, step=epoch)
         self.logged.add(epoch)
         write_history(self.ctx.out / "history.csv", strategy.history)
-        save_npy(self.ctx.out / "theta_history.npy", strategy.theta_history_array())
+        for name, array in strategy.arrays().items():
+            save_npy(self.ctx.out / f"{name}.npy", array)
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['acc']:.3f}",
-                             tau=f"{metrics['temperature']:.2f}")
+        self.bar.set_postfix(strategy.progress_postfix(metrics))
 
     def log_earlier(self, history: list[dict[str, float]]) -> None:
         """Epochs finished by an earlier (killed) run: log them here too so
@@ -106,25 +74,23 @@ class EpochOutputs:
 
 
 def run(params: Params, ctx: Any) -> dict[str, float]:
-    cfg = params.pretrain
-    space = layerwise_space(params, ctx)
-    latency = latency_table(params, ctx, space)
-    strategy = data_parallel(FBNetStrategy)(space, cfg, ctx.device, params.runtime.seed, latency=latency)
-    strategy.progress = ctx.progress
-    ctx.log.set_tags({"nasflow.space": f"{space.name}/{space.preset}", "nasflow.space_size": f"{space.size:.3g}"})
-    with ctx.progress(total=cfg.epochs, desc="pretrain epochs") as bar:
+    keep_one_owner(ctx.out, f"{params.search.strategy} on {params.search.space}")
+    space = build_space(params, ctx, "measure")
+    strategy = build_strategy(params, ctx, space)
+    ctx.log.set_tags({"nasflow.strategy": strategy.name, "nasflow.space": space.name})
+    if not isinstance(strategy, OneShotStrategy):
+        write_json(ctx.out / "summary.json", {"strategy": strategy.name, "kind": strategy.kind, "epochs": 0})
+        return {"epochs": 0.0}
+    with ctx.progress(total=strategy.num_epochs(), desc=f"{strategy.name} epochs") as bar:
         outputs = EpochOutputs(ctx, bar)
-        data = shard_search_data(search_data(params, ctx, cfg.batch_size))  # per-rank loaders under torchrun
-        result = run_resumable(strategy, data, ctx.out / CHECKPOINTS,
-                               fingerprint(params, ctx.out / LATENCY_FILE), [outputs])
+        result = run_resumable(strategy, search_data(params, ctx, strategy), ctx.out / CHECKPOINTS,
+                               fingerprint(params, space), [outputs])
     outputs.log_earlier(result.history)
     write_history(ctx.out / "history.csv", result.history)
     write_history(ctx.root / "metrics" / "pretrain_history.csv", result.history)
-    save_npy(ctx.out / "theta_history.npy", result.extras["theta_history"])
-    for name in (LATENCY_FILE, "history.csv", "theta_history.npy"):
-        ctx.log.log_artifact(ctx.out / name, "pretrain")
-    last = result.history[-1]
-    return {"epochs": float(len(result.history)), "loss": last["loss"], "acc": last["acc"],
-            "val_acc": last.get("val_acc", float("nan")), "theta_entropy": last["theta_entropy"],
-            "expected_latency_ms": last["expected_latency_ms"],
-            "latency_table_mean_ms": float(np.mean(latency.ms))}
+    write_json(ctx.out / "summary.json", {"strategy": strategy.name, "kind": strategy.kind, "space": space.name,
+                                          "epochs": len(result.history)})
+    for path in sorted(ctx.out.glob("*.csv")) + sorted(ctx.out.glob("*.npy")) + sorted(ctx.out.glob("*.json")):
+        ctx.log.log_artifact(path, "pretrain")
+    last = {k: float(v) for k, v in result.history[-1].items() if k not in TIMING_KEYS}
+    return {"epochs": float(len(result.history)), **last}

@@ -11,10 +11,11 @@ from typing import Any
 
 import yaml
 
-from nas_core.config import ParamsError, Params, load_params, section_dict
+from nas_core.config import ParamsError, Params, load_params
 from nas_core.io import atomic_dir
 from nas_core.runtime import resolve_device, seed_everything, set_threads
-from tasks.context import ARTIFACTS, StageContext
+from tasks.nas import chosen_sections
+from tasks.context import ARTIFACTS, FanOut, StageContext, in_order
 from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, check_server, dvc_lock_entry_hash,
                             git_commit, tracking_uri, write_stage_metrics)
 
@@ -45,13 +46,31 @@ def start_stage_run(module: ModuleType, name: str, params: Params, root: Path) -
         tags["prefect.flow_run_id"] = os.environ[FLOW_RUN_ENV]
     log = RunLogger.start(uri, params.tracking.experiment, f"stage:{name}", root,
                           parent_run_id=os.environ.get(PARENT_ENV) or None, tags=tags)
-    own = tuple(getattr(module, "SECTIONS", (name,)))
-    sections = [s for s in (*COMMON_SECTIONS, *own) if s in Params.model_fields]
-    log.log_params({s: section_dict(params, s) for s in sections})
+    log.log_params(logged_sections(params, tuple(getattr(module, "SECTIONS", (name,)))))
     return log
 
 
-def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | None = None) -> dict[str, Any]:
+def logged_sections(params: Params, own: tuple[str, ...]) -> dict[str, Any]:
+    """The params a stage logs: data, runtime and its own sections (dotted
+    names such as ``spaces.channel_ratio`` pick one sub-section); ``search``
+    stands for the chosen space's and strategy's sections, not every
+    registered one."""
+    out: dict[str, Any] = {}
+    for dotted in (*COMMON_SECTIONS, *own):
+        if dotted == "search":
+            out.update(chosen_sections(params))
+            continue
+        node: Any = params
+        for part in dotted.split("."):
+            node = getattr(node, part)
+        out[dotted] = node.model_dump(mode="json")
+    return out
+
+
+def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | None = None,
+              fan_out: FanOut = in_order) -> dict[str, Any]:
+    """Run stage ``name``; ``fan_out`` is the executor its fan-outs use
+    (the launcher's task runner; default: in order in this process)."""
     root = (root or Path.cwd()).resolve()
     params = load_params(root / params_path)
     module = load_stage_module(name, root)
@@ -60,7 +79,7 @@ def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | N
     device = resolve_device(params.runtime.device)
     log = start_stage_run(module, name, params, root)
     try:
-        metrics = _execute(module, name, params, root, device, log)
+        metrics = _execute(module, StageContext(name, root, params, root / ARTIFACTS / name, device, log, fan_out))
         write_stage_metrics(root, name, metrics, log)
     except BaseException:
         log.end("FAILED")
@@ -69,10 +88,12 @@ def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | N
     return metrics
 
 
-def _execute(module: ModuleType, name: str, params: Params, root: Path, device: Any, log: RunLogger) -> dict:
-    final = root / ARTIFACTS / name
+def _execute(module: ModuleType, ctx: StageContext) -> dict:
+    """``module.run`` with outputs written in place (persistent stages) or
+    into a staging directory renamed into place on success."""
     if getattr(module, "PERSISTENT", False):
-        final.mkdir(parents=True, exist_ok=True)
-        return module.run(params, StageContext(name, root, params, final, device, log))
-    with atomic_dir(final) as staging:
-        return module.run(params, StageContext(name, root, params, staging, device, log))
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        return module.run(ctx.params, ctx)
+    with atomic_dir(ctx.out) as staging:
+        ctx.out = staging
+        return module.run(ctx.params, ctx)

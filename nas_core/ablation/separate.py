@@ -36,6 +36,8 @@ from nas_core.ablation.store import job_key, save_record, tensor_fingerprint
 from nas_core.dcnas.features import cosine_to_first
 from nas_core.spaces.channel_ratio import ChannelRatioNet, ChannelRatioSpace
 
+COST_KEYS = ("params", "flops")
+
 
 @dataclass(frozen=True)
 class TrainSpec:
@@ -88,7 +90,9 @@ def arch_seed(seed: int, index: int) -> int:
 def make_jobs(indices: Sequence[int], space: ChannelRatioSpace, spec: TrainSpec, data: ArchData,
               device: str | torch.device, seed: int, cache_dir: Path, kind: str) -> list[ArchJob]:
     """Jobs for ``indices``; each record lives at ``cache_dir/<index>.json``
-    and is valid only for the same genotype, space, spec, seed and data."""
+    and is valid only for the same genotype, space, spec, seed and data.
+    The space must be built for the data's shape and classes."""
+    check_space_fits(space, data)
     fingerprint = data.fingerprint()
     jobs = []
     for index in indices:
@@ -100,10 +104,17 @@ def make_jobs(indices: Sequence[int], space: ChannelRatioSpace, spec: TrainSpec,
     return jobs
 
 
+def check_space_fits(space: ChannelRatioSpace, data: ArchData) -> None:
+    shape = tuple(data.train.x.shape[1:])
+    if tuple(space.input_shape) != shape or space.num_classes != data.num_classes:
+        raise ValueError(f"the channel_ratio space is built for inputs {tuple(space.input_shape)} and "
+                         f"{space.num_classes} classes, the data has {shape} and {data.num_classes}")
+
+
 def build_for(job: ArchJob) -> tuple[ChannelRatioNet, torch.Generator]:
     generator = torch.Generator().manual_seed(arch_seed(job.seed, job.index))
     genotype = job.space.genotype_at(job.index)
-    model = job.space.build(genotype, job.data.train.x.shape[1], job.data.num_classes, generator)
+    model = job.space.build_network(genotype, generator)
     return model.to(job.device), generator
 
 
@@ -178,10 +189,11 @@ def train_separate(job: ArchJob, on_epoch: Callable[[int, dict], None] | None = 
         if on_epoch is not None:
             on_epoch(epoch, curve[-1])
     genotype = job.space.genotype_at(job.index)
+    cost = job.space.cost(genotype)
     return {
         "index": job.index,
         "ratios": list(genotype.ratios),
-        **job.space.cost(genotype, tuple(job.data.train.x.shape[1:]), job.data.num_classes),
+        **{key: cost[key] for key in COST_KEYS},
         "val_acc": [c["val_acc"] for c in curve],
         "train_acc": [c["train_acc"] for c in curve],
         "train_loss": [c["train_loss"] for c in curve],

@@ -1,20 +1,22 @@
-"""Analytic FLOPs and parameter counts of the layer-wise space, per image.
+"""FLOPs and parameter counts, per image, for any space.
 
 Convention: ``flops`` counts **multiply-adds** of convolutions and fully
 connected layers (one per weight use), as FBNet, MobileNet and DC-NAS
 Table 3 report "FLOPs"; BatchNorm, ReLU, residual adds and pooling are not
 counted. ``torch.utils.flop_counter.FlopCounterMode`` counts 2 FLOPs per
-multiply-add, so it reports exactly ``2 * flops`` (tests check this).
-``params`` counts every learnable scalar (conv weights, BN scale and shift,
-fc weight and bias).
+multiply-add, so :func:`module_cost` halves its total. ``params`` counts
+every learnable scalar (conv weights, BN scale and shift, fc weight and
+bias). Spaces with an analytic cost model build it from :func:`conv_cost`
+(the layer-wise space: nas_core.spaces.layerwise.cost).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
-from nas_core.spaces.genotype import Genotype
-from nas_core.spaces.layerwise import LayerwiseSpace
-from nas_core.spaces.ops import OPS
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 @dataclass(frozen=True)
@@ -36,59 +38,16 @@ def conv_cost(cin: int, cout: int, kernel: int, groups: int, out_hw: tuple[int, 
     return Cost(weights * out_hw[0] * out_hw[1], weights + (2 * cout if bn else 0))
 
 
-def op_cost(space: LayerwiseSpace, layer_index: int, op_name: str) -> Cost:
-    """Cost of candidate ``op_name`` in layer ``layer_index`` (stride on the
-    first 1x1 conv, so every conv of a block runs at the output size)."""
-    if not 0 <= layer_index < space.num_layers:
-        raise ValueError(f"layer_index = {layer_index}: allowed 0..{space.num_layers - 1}")
-    space.op_index(op_name)
-    op, spec = OPS.get(op_name), space.layers[layer_index]
-    out_hw = space.layer_output_hw(layer_index)
-    if op.is_skip:
-        if spec.stride == 1 and spec.in_channels == spec.out_channels:
-            return ZERO
-        return conv_cost(spec.in_channels, spec.out_channels, 1, 1, out_hw)
-    mid = spec.in_channels * op.expansion
-    return (conv_cost(spec.in_channels, mid, 1, op.groups, out_hw)
-            + conv_cost(mid, mid, op.kernel, mid, out_hw)
-            + conv_cost(mid, spec.out_channels, 1, op.groups, out_hw))
-
-
-def stem_cost(space: LayerwiseSpace) -> Cost:
-    return conv_cost(space.input_shape[0], space.stem_channels, 3, 1, space.stem_hw())
-
-
-def head_cost(space: LayerwiseSpace) -> Cost:
-    """1x1 conv + BN, then fc (weights + bias)."""
-    last = space.layers[-1].out_channels
-    fc = Cost(space.head_channels * space.num_classes,
-              space.head_channels * space.num_classes + space.num_classes)
-    return conv_cost(last, space.head_channels, 1, 1, space.final_hw()) + fc
-
-
-def fixed_cost(space: LayerwiseSpace) -> Cost:
-    """The parts every architecture shares: stem and head."""
-    return stem_cost(space) + head_cost(space)
-
-
-def genotype_cost(space: LayerwiseSpace, genotype: Genotype) -> Cost:
-    """Whole network: stem + the chosen block per layer + head."""
-    genotype.check(space)
-    total = fixed_cost(space)
-    for index, op in enumerate(genotype.ops):
-        total = total + op_cost(space, index, op)
-    return total
-
-
-def supernet_cost(space: LayerwiseSpace) -> Cost:
-    """Stem + every candidate of every layer + head (one mixture forward)."""
-    total = fixed_cost(space)
-    for index in range(space.num_layers):
-        for op in space.op_names:
-            total = total + op_cost(space, index, op)
-    return total
-
-
-def op_flops_table(space: LayerwiseSpace) -> list[list[int]]:
-    """Multiply-adds of every (layer, op), rows in layer order."""
-    return [[op_cost(space, i, op).flops for op in space.op_names] for i in range(space.num_layers)]
+def module_cost(net: nn.Module, input_shape: Sequence[int], device: torch.device | str = "cpu") -> dict[str, int]:
+    """Multiply-adds of one forward of ``net`` (on ``device``) on one image
+    of ``input_shape`` (C, H, W), counted by FlopCounterMode (// 2), in eval
+    mode without grad (the training mode is restored), and its parameters."""
+    x = torch.zeros(1, *(int(v) for v in input_shape), device=device)
+    was_training = net.training
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter, torch.no_grad():
+            net.eval()(x)
+    finally:
+        net.train(was_training)
+    return {"flops": int(counter.get_total_flops()) // 2, "params": int(sum(p.numel() for p in net.parameters()))}

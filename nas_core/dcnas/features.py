@@ -1,52 +1,75 @@
-"""Feature representation of sampled sub-networks (DC-NAS §3.2).
+"""Feature representation of sampled sub-networks (DC-NAS §3.2), for any
+one-shot supernet implementing nas_core.supernet.base.Supernet.
+
+A sub-network is an encoded row of its space (``SearchSpace.encode``, the
+rows of DC-NAS's ``archs.npy``); its "layers" are the supernet's path
+layers 0..L-1 (``path_depth()``: searchable layers of the layer-wise space,
+cells of the cell space).
 
 Eq. 7 (``method: output``, the default): for architecture i, layer l and
 epoch e of the η chosen checkpoints,
 
     F_{l,e}(N_i) = <o_i^{l,1}, o_i^{l,e}> / (||o_i^{l,1}|| · ||o_i^{l,e}||),
 
-where o_i^{l,e} is the output of layer l, global-average-pooled over space
-(the paper applies GAP "before calculating F") and averaged over the probe
-images, computed with the epoch-e supernet weights using only i's ops in
-layers 1..l. "Epoch 1" is the first of the chosen checkpoints, so column 0 of
-every feature row is 1.
+where o_i^{l,e} is the output of layer l (``path_step``'s second value),
+global-average-pooled over space (the paper applies GAP "before calculating
+F") and averaged over the probe images, computed with the epoch-e supernet
+weights using only i's choices in layers 1..l. "Epoch 1" is the first of the
+chosen checkpoints, so column 0 of every feature row is 1.
 
 Eq. 6 (``method: params``): the same cosine between the epoch-1 and epoch-e
-parameters (``named_parameters``, flattened and concatenated; BatchNorm
-running statistics are buffers and are left out) of the op that i uses at
-layer l.
+parameters that i uses at layer l (``path_parameter_names``: trainable
+parameters, flattened and concatenated in the order given; BatchNorm running
+statistics are buffers and are left out). The cosine is computed per
+distinct tuple of names (the layer-wise space: once per (layer, op)) from
+per-parameter dot products and squared norms, so memory holds one float64
+copy of the epoch-1 parameters.
 
-Cosine of zero vectors: F = 1 when both vectors are zero (a parameter-free op
-such as ``skip`` in Eq. 6 "does not change", and a layer whose output is
+Cosine of zero vectors: F = 1 when both vectors are zero (a parameter-free
+op such as ``skip`` in Eq. 6 "does not change", and a layer whose output is
 identically zero has not moved) and F = 0 when only one of them is zero.
 
-Prefix sharing: architectures that agree on layers 1..l have the same layer-l
-output, so the unique architectures are arranged in a prefix trie (rows
-sorted lexicographically; a node per distinct prefix) and each node is
-computed once per probe chunk and epoch, depth first, so at most L
-activations of one chunk are alive at any time. GAP outputs are accumulated
-as sums per node over the probe chunks. Weights and probe images are kept
-channels-last (about 3x faster for the depthwise blocks on a CPU; the model
-is left in that layout). ``plan_chunk_size`` bounds the chunk
-by a memory budget. The naive path (``extract_output_features(...,
-method="naive")``) recomputes every architecture from the stem; it gives the
-same numbers and exists for tests and the benchmark.
+Prefix sharing: layer l's output depends only on the first
+``path_prefix(l)`` entries of a row (non-decreasing in l), so architectures
+that agree on those entries share it. The unique architectures are arranged
+in a prefix trie (rows sorted lexicographically; a node at depth l per
+distinct ``row[:path_prefix(l)]``; the layer-wise space has prefixes 1..L,
+the cell space 16 for the cells before the first reduction, then 32) and
+each node runs ``path_step`` once per probe chunk and epoch, depth first,
+so at most L states of one chunk are alive at any time. ``path_step`` must
+therefore leave its input state unchanged (siblings reuse it). GAP outputs
+are accumulated in float64 as sums per node over the probe chunks. Weights
+and probe images are kept channels-last (about 3x faster for the depthwise
+blocks on a CPU; the supernet is left in that layout). ``plan_chunk_size``
+bounds the chunk by a memory budget. The naive path
+(``extract_output_features(..., method="naive")``) starts every
+architecture from the ``path_begin`` state of the chunk and runs all its
+layers, sharing nothing; it gives the same numbers and exists for tests and
+the benchmark.
+
+Checkpoints: both extractors take ``supernets``, an iterable that yields the
+supernet once per chosen epoch with that epoch's weights loaded (usually the
+same module each time, e.g. ``(strategy.load_supernet(s) for s in states)``,
+or :func:`loaded_epochs` for plain state_dicts); it is consumed lazily, so
+a generator keeps one checkpoint in memory at a time.
 
 BatchNorm statistics (``bn``): ``running`` evaluates the supernet in eval
 mode, so each op normalises with the running statistics it stored during
 pre-training; ``batch`` puts only the BatchNorm layers in train mode, so each
 op normalises with the statistics of the current probe chunk (the result then
-depends on the chunk size; the stored running statistics are never read and
-are reloaded from the checkpoint for every epoch).
+depends on the chunk size; under ``inference_mode`` the stored running
+statistics are neither read nor updated).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from nas_core.supernet.base import Supernet
 
 Progress = Callable[..., Iterable]
 
@@ -63,45 +86,111 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine similarity over the last axis (broadcasting), in float64, with
     the zero-vector convention of the module docstring."""
     a, b = a.double(), b.double()
-    dot = (a * b).sum(-1)
-    na, nb = a.norm(dim=-1), b.norm(dim=-1)
+    return _cosine_from_sums((a * b).sum(-1), a.norm(dim=-1), b.norm(dim=-1))
+
+
+def _cosine_from_sums(dot: torch.Tensor, na: torch.Tensor, nb: torch.Tensor) -> torch.Tensor:
+    """dot / (na · nb) with the zero-vector convention, clamped to [-1, 1]."""
     both_zero = (na == 0) & (nb == 0)
     denom = torch.where(both_zero | (na * nb == 0), torch.ones_like(dot), na * nb)
     out = torch.where(both_zero, torch.ones_like(dot), dot / denom)
     return out.clamp(-1.0, 1.0)
 
 
+# ---------------------------------------------------------------- prefix trie
+
 @dataclass(frozen=True)
 class PrefixTrie:
-    """Unique architectures sorted lexicographically (``archs`` (u, L)),
-    ``order[j]`` = row of the caller's array stored at sorted position j,
-    and ``node_ids[j, l]`` = id (within depth l) of the prefix archs[j, :l+1]."""
+    """Rows sorted lexicographically (``rows`` (u, width)), ``order[j]`` =
+    row of the caller's array stored at sorted position j, ``prefixes[l]`` =
+    entries layer l depends on, and ``node_ids[j, l]`` = id (within depth l)
+    of the prefix ``rows[j, :prefixes[l]]``."""
 
-    archs: np.ndarray
+    rows: np.ndarray
     order: np.ndarray
     node_ids: np.ndarray
     num_nodes: tuple[int, ...]
+    prefixes: tuple[int, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.prefixes)
 
     @property
     def total_nodes(self) -> int:
+        """``path_step`` calls per probe chunk and epoch with sharing."""
         return int(sum(self.num_nodes))
 
+    @property
+    def naive_nodes(self) -> int:
+        """``path_step`` calls per probe chunk and epoch without sharing."""
+        return int(self.rows.shape[0] * self.depth)
 
-def build_trie(archs: np.ndarray) -> PrefixTrie:
-    """Prefix trie of the rows of ``archs`` (u, L), in O(u·L)."""
-    archs = np.asarray(archs)
-    if archs.ndim != 2 or archs.shape[0] < 1 or archs.shape[1] < 1:
-        raise ValueError(f"architectures must be a non-empty (count, layers) array, got shape {archs.shape}")
-    order = np.lexsort(archs.T[::-1])
-    rows = archs[order]
+
+def _check_prefixes(prefixes: Sequence[int], width: int) -> tuple[int, ...]:
+    prefixes = tuple(int(p) for p in prefixes)
+    if not prefixes:
+        raise ValueError("prefixes: need at least one layer")
+    bad = [p for p in prefixes if not 0 <= p <= width]
+    if bad:
+        raise ValueError(f"prefixes {list(prefixes)}: {bad[0]} is outside 0..{width} (the row width)")
+    if any(b < a for a, b in zip(prefixes, prefixes[1:])):
+        raise ValueError(f"prefixes {list(prefixes)}: must be non-decreasing in the layer")
+    return prefixes
+
+
+def build_trie(rows: np.ndarray, prefixes: Sequence[int]) -> PrefixTrie:
+    """Prefix trie of ``rows`` (u, width) for layers depending on the first
+    ``prefixes[l]`` entries (``[supernet.path_prefix(l) for l in range(L)]``),
+    in O(u · width)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] < 1 or rows.shape[1] < 1:
+        raise ValueError(f"architectures must be a non-empty (count, encoding length) array, got shape {rows.shape}")
+    prefixes = _check_prefixes(prefixes, rows.shape[1])
+    order = np.lexsort(rows.T[::-1])
+    rows = rows[order]
     new_prefix = np.zeros(rows.shape[0], dtype=bool)
     new_prefix[0] = True
-    node_ids = np.empty(rows.shape, dtype=np.int64)
-    for layer in range(rows.shape[1]):
-        new_prefix[1:] |= rows[1:, layer] != rows[:-1, layer]
-        node_ids[:, layer] = np.cumsum(new_prefix) - 1
+    node_ids = np.empty((rows.shape[0], len(prefixes)), dtype=np.int64)
+    done = 0
+    for depth, prefix in enumerate(prefixes):
+        if prefix > done:
+            new_prefix[1:] |= (rows[1:, done:prefix] != rows[:-1, done:prefix]).any(1)
+            done = prefix
+        node_ids[:, depth] = np.cumsum(new_prefix) - 1
     num_nodes = tuple(int(n) for n in node_ids[-1] + 1)
-    return PrefixTrie(archs=rows, order=order, node_ids=node_ids, num_nodes=num_nodes)
+    return PrefixTrie(rows=rows, order=order, node_ids=node_ids, num_nodes=num_nodes, prefixes=prefixes)
+
+
+def path_prefixes(supernet: Supernet) -> list[int]:
+    """``[supernet.path_prefix(l) for l in range(supernet.path_depth())]``."""
+    depth = supernet.path_depth()
+    if depth < 1:
+        raise ValueError(f"path_depth() = {depth}: a supernet needs at least one layer for features")
+    return [supernet.path_prefix(l) for l in range(depth)]
+
+
+def supernet_trie(supernet: Supernet, rows: np.ndarray) -> PrefixTrie:
+    """The trie of ``rows`` after the supernet has checked them."""
+    return build_trie(check_rows(supernet, rows), path_prefixes(supernet))
+
+
+def check_rows(supernet: Supernet, rows: np.ndarray) -> np.ndarray:
+    """``rows`` as int64 (u, width) after the supernet's own check."""
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[0] < 1:
+        raise ValueError(f"architectures must be a non-empty (count, encoding length) array, got shape {rows.shape}")
+    return np.asarray(supernet.check_rows(rows), dtype=np.int64)
+
+
+# ---------------------------------------------------------------- Eq. 7
+
+def loaded_epochs(supernet: nn.Module, states: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[nn.Module]:
+    """Yield ``supernet`` with each state_dict of ``states`` loaded in turn
+    (the ``supernets`` argument of the extractors, for plain state_dicts)."""
+    for state in states:
+        supernet.load_state_dict(state)
+        yield supernet
 
 
 def set_bn_mode(model: nn.Module, bn: Literal["running", "batch"]) -> None:
@@ -147,185 +236,229 @@ class _NodeSums:
         return [s / self.count for s in self.sums]
 
 
-def _walk_trie(model: nn.Module, trie: PrefixTrie, x: torch.Tensor, depth: int, lo: int, hi: int,
+def _walk_trie(supernet: Supernet, trie: PrefixTrie, state: Any, depth: int, lo: int, hi: int,
                sums: _NodeSums) -> None:
-    """Depth-first over the children of the prefix shared by rows [lo, hi)."""
+    """Depth-first over the children (at ``depth``) of the prefix shared by
+    sorted rows [lo, hi): one ``path_step`` per child node."""
     ids = trie.node_ids[lo:hi, depth]
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) + lo
     ends = np.r_[starts[1:], hi]
     for start, end in zip(starts.tolist(), ends.tolist()):
-        y = model.layers[depth].ops[int(trie.archs[start, depth])](x)
+        child, y = supernet.path_step(depth, state, trie.rows[start])
         sums.add(depth, int(trie.node_ids[start, depth]), y)
-        if depth + 1 < trie.archs.shape[1]:
-            _walk_trie(model, trie, y, depth + 1, start, end, sums)
+        if depth + 1 < trie.depth:
+            _walk_trie(supernet, trie, child, depth + 1, start, end, sums)
 
 
-def _walk_naive(model: nn.Module, archs: np.ndarray, x: torch.Tensor, sums: _NodeSums) -> None:
-    """Every architecture from the stem output, no sharing."""
-    for row, arch in enumerate(archs.tolist()):
-        y = x
-        for depth, op in enumerate(arch):
-            y = model.layers[depth].ops[op](y)
-            sums.add(depth, row, y)
+def _walk_naive(supernet: Supernet, rows: np.ndarray, begin: Any, sums: _NodeSums) -> None:
+    """Every architecture from the ``path_begin`` state, no sharing."""
+    depth = len(sums.rows)
+    for index, row in enumerate(rows):
+        state = begin
+        for layer in range(depth):
+            state, y = supernet.path_step(layer, state, row)
+            sums.add(layer, index, y)
 
 
-def epoch_layer_outputs(model: nn.Module, probe: Iterable, archs: np.ndarray, device: torch.device,
+def epoch_layer_outputs(supernet: Supernet, probe: Iterable, rows: np.ndarray, device: torch.device,
                         trie: PrefixTrie | None = None) -> list[torch.Tensor]:
-    """o^{l} for the current weights: per depth l a (rows, C_l) float64
-    tensor of GAP outputs averaged over the probe; rows are trie nodes when
-    ``trie`` is given, else the rows of ``archs`` (naive path)."""
-    sums = _NodeSums(trie.num_nodes if trie is not None else [archs.shape[0]] * archs.shape[1])
+    """o^{l} for the current weights: per depth l a (nodes, C_l) float64
+    tensor of GAP outputs averaged over the probe; nodes are trie nodes when
+    ``trie`` is given, else the (checked) ``rows`` (naive path)."""
+    depth = supernet.path_depth()
+    sums = _NodeSums(trie.num_nodes if trie is not None else [rows.shape[0]] * depth)
     with torch.inference_mode():
         for batch in probe:
-            x = model.stem(_images(batch, device))
+            x = _images(batch, device)
+            begin = supernet.path_begin(x)
             if trie is not None:
-                _walk_trie(model, trie, x, 0, 0, trie.archs.shape[0], sums)
+                _walk_trie(supernet, trie, begin, 0, 0, trie.rows.shape[0], sums)
             else:
-                _walk_naive(model, archs, x, sums)
+                _walk_naive(supernet, rows, begin, sums)
             sums.count += x.shape[0]
     return sums.means()
 
 
-def _check_archs(model: nn.Module, archs: np.ndarray) -> np.ndarray:
-    archs = np.asarray(archs)
-    if archs.ndim != 2 or archs.shape[0] < 1:
-        raise ValueError(f"architectures must be a non-empty (count, layers) array, got shape {archs.shape}")
-    if archs.shape[1] != len(model.layers):
-        raise ValueError(f"architectures have {archs.shape[1]} layers but the supernet has {len(model.layers)}")
-    for depth, layer in enumerate(model.layers):
-        top = int(archs[:, depth].max())
-        if archs[:, depth].min() < 0 or top >= len(layer.ops):
-            raise ValueError(f"layer {depth}: op index {top} out of range 0..{len(layer.ops) - 1}")
-    return archs.astype(np.int64, copy=False)
-
-
-def extract_output_features(model: nn.Module, states: Iterable[Mapping[str, torch.Tensor]], archs: np.ndarray,
-                            probe: Iterable, device: torch.device, bn: Literal["running", "batch"] = "running",
+def extract_output_features(supernets: Iterable[Supernet], rows: np.ndarray, probe: Iterable,
+                            device: torch.device, bn: Literal["running", "batch"] = "running",
                             method: Literal["trie", "naive"] = "trie",
                             progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
-    """Eq. 7 features (u, L, η) float32 of the rows of ``archs`` (u, L).
+    """Eq. 7 features (u, L, η) float32 of the encoded ``rows`` (u, width).
 
-    ``states`` yields the supernet state_dict of each chosen epoch in order
-    (a generator keeps one checkpoint in memory at a time); ``probe`` is
-    re-iterated once per epoch and yields image batches (or (x, y) pairs)."""
+    ``supernets`` yields the supernet with each chosen epoch's weights loaded
+    (module docstring); each is moved to ``device`` in channels-last layout.
+    ``probe`` is re-iterated once per epoch and yields image batches (or
+    (x, y) pairs); a batch is one chunk of the depth-first walk."""
     if method not in ("trie", "naive"):
         raise ValueError(f"method = {method!r}: allowed 'trie' or 'naive'")
-    archs = _check_archs(model, archs)
-    trie = build_trie(archs) if method == "trie" else None
-    model.to(device, memory_format=torch.channels_last)
+    if progress is not None:
+        supernets = progress(supernets, desc=f"features ({method}, {len(rows)} archs)", total=num_epochs)
+    checked: np.ndarray | None = None
+    trie: PrefixTrie | None = None
     first: list[torch.Tensor] | None = None
     columns: list[list[torch.Tensor]] = []
-    if progress is not None:
-        states = progress(states, desc=f"features ({method}, {archs.shape[0]} archs)", total=num_epochs)
-    for state in states:
-        model.load_state_dict(state)
-        set_bn_mode(model, bn)
-        outputs = epoch_layer_outputs(model, probe, archs, device, trie)
+    for supernet in supernets:
+        if checked is None:
+            checked = check_rows(supernet, rows)
+            trie = build_trie(checked, path_prefixes(supernet)) if method == "trie" else None
+        supernet.to(device, memory_format=torch.channels_last)
+        set_bn_mode(supernet, bn)
+        outputs = epoch_layer_outputs(supernet, probe, checked, device, trie)
         first = outputs if first is None else first
         columns.append([cosine(f, o).cpu() for f, o in zip(first, outputs)])
     if not columns:
         raise ValueError("no checkpoints given: Eq. 7 needs at least one epoch")
-    return _assemble(columns, trie, archs.shape)
+    return _assemble(columns, trie, len(checked))
 
 
-def _assemble(columns: list[list[torch.Tensor]], trie: PrefixTrie | None, shape: tuple[int, int]) -> np.ndarray:
+def _assemble(columns: list[list[torch.Tensor]], trie: PrefixTrie | None, count: int) -> np.ndarray:
     """Gather per-row features (u, L, η) from per-node (or per-row) columns."""
-    u, num_layers = shape
-    out = np.empty((u, num_layers, len(columns)), dtype=np.float32)
-    for depth in range(num_layers):
-        per_node = torch.stack([col[depth] for col in columns], dim=1).numpy()
+    depth = len(columns[0])
+    out = np.empty((count, depth, len(columns)), dtype=np.float32)
+    for layer in range(depth):
+        per_node = torch.stack([col[layer] for col in columns], dim=1).numpy()
         if trie is None:
-            out[:, depth, :] = per_node
+            out[:, layer, :] = per_node
         else:
-            out[trie.order, depth, :] = per_node[trie.node_ids[:, depth]]
+            out[trie.order, layer, :] = per_node[trie.node_ids[:, layer]]
     if not np.isfinite(out).all():
         raise FloatingPointError("feature extraction produced NaN/inf")
     return out
 
 
-def op_parameter_names(model: nn.Module) -> list[list[list[str]]]:
-    """names[l][i] = state_dict keys of the trainable parameters of op i of
-    layer l (empty for parameter-free ops)."""
-    names: list[list[list[str]]] = []
-    for depth, layer in enumerate(model.layers):
-        names.append([[f"layers.{depth}.ops.{i}.{n}" for n, _ in op.named_parameters()]
-                      for i, op in enumerate(layer.ops)])
-    return names
+# ---------------------------------------------------------------- Eq. 6
+
+@dataclass(frozen=True)
+class _ParamKeys:
+    """Every name the rows use (``names``), the distinct name tuples as
+    ``(member_tuple[k], member_name[k])`` pairs (``num_tuples`` of them) and,
+    per depth, the tuple id of each trie node (``node_tuple``)."""
+
+    names: list[str]
+    num_tuples: int
+    member_tuple: np.ndarray
+    member_name: np.ndarray
+    node_tuple: list[np.ndarray]
 
 
-def _flat(state: Mapping[str, torch.Tensor], keys: list[str]) -> torch.Tensor:
-    if not keys:
-        return torch.zeros(0, dtype=torch.float64)
-    return torch.cat([state[k].detach().reshape(-1).double().cpu() for k in keys])
+def _parameter_keys(supernet: Supernet, trie: PrefixTrie) -> _ParamKeys:
+    """``path_parameter_names`` once per trie node (the names a layer uses
+    depend only on its prefix), deduplicated into tuples."""
+    ids: dict[tuple[str, ...], int] = {}
+    node_tuple = []
+    for depth in range(trie.depth):
+        column = trie.node_ids[:, depth]
+        starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]])
+        keys = [tuple(supernet.path_parameter_names(depth, trie.rows[s])) for s in starts.tolist()]
+        node_tuple.append(np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64))
+    names = sorted({n for t in ids for n in t})
+    position = {n: i for i, n in enumerate(names)}
+    pairs = [(tid, position[n]) for t, tid in ids.items() for n in t]
+    member = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return _ParamKeys(names, len(ids), member[:, 0], member[:, 1], node_tuple)
 
 
-def param_feature_table(model: nn.Module, states: Iterable[Mapping[str, torch.Tensor]],
-                        progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
-    """Eq. 6 per op: table (L, n_ops_max, η) with F_{l,i,e} = cos(θ^{l,i,1},
-    θ^{l,i,e}); parameter-free ops get 1 (both vectors empty)."""
-    names = op_parameter_names(model)
-    width = max(len(layer) for layer in names)
-    first: list[list[torch.Tensor]] | None = None
-    columns: list[np.ndarray] = []
-    states = progress(states, desc="features (params)", total=num_epochs) if progress is not None else states
-    for state in states:
-        current = [[_flat(state, keys) for keys in layer] for layer in names]
-        first = current if first is None else first
-        col = np.ones((len(names), width), dtype=np.float64)
-        for depth, layer in enumerate(current):
-            for i, vec in enumerate(layer):
-                col[depth, i] = float(cosine(first[depth][i], vec))
-        columns.append(col)
+def _flat(state: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    if name not in state:
+        raise ValueError(f"path_parameter_names returned {name!r}, which is not in the supernet's state_dict")
+    return state[name].detach().reshape(-1).to("cpu", torch.float64, copy=True)
+
+
+def _tuple_cosines(keys: _ParamKeys, first: Mapping[str, torch.Tensor],
+                   state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """cos(θ^1, θ^e) per name tuple: the dot product and squared norms of a
+    concatenation are the sums of those of its parts."""
+    stats = np.zeros((len(keys.names), 3), dtype=np.float64)
+    for i, name in enumerate(keys.names):
+        a, b = first[name], _flat(state, name)
+        stats[i] = [float((a * b).sum()), float((a * a).sum()), float((b * b).sum())]
+    dot, na2, nb2 = (torch.from_numpy(np.bincount(keys.member_tuple, stats[keys.member_name, j],
+                                                  minlength=keys.num_tuples)) for j in range(3))
+    return _cosine_from_sums(dot, na2.sqrt(), nb2.sqrt())
+
+
+def extract_param_features(supernets: Iterable[Supernet], rows: np.ndarray,
+                           progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
+    """Eq. 6 features (u, L, η) float32 of the encoded ``rows``; ``supernets``
+    as for :func:`extract_output_features`."""
+    if progress is not None:
+        supernets = progress(supernets, desc="features (params)", total=num_epochs)
+    trie: PrefixTrie | None = None
+    keys: _ParamKeys | None = None
+    first: dict[str, torch.Tensor] = {}
+    columns: list[torch.Tensor] = []
+    for supernet in supernets:
+        state = supernet.state_dict()
+        if trie is None:
+            trie = supernet_trie(supernet, rows)
+            keys = _parameter_keys(supernet, trie)
+            first = {name: _flat(state, name) for name in keys.names}
+        columns.append(_tuple_cosines(keys, first, state))
     if not columns:
         raise ValueError("no checkpoints given: Eq. 6 needs at least one epoch")
-    return np.stack(columns, axis=-1)
-
-
-def extract_param_features(model: nn.Module, states: Iterable[Mapping[str, torch.Tensor]], archs: np.ndarray,
-                           progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
-    """Eq. 6 features (u, L, η) float32 of the rows of ``archs``."""
-    archs = _check_archs(model, archs)
-    table = param_feature_table(model, states, progress, num_epochs)
-    layers = np.arange(archs.shape[1])[None, :]
-    out = table[layers, archs].astype(np.float32)
+    per_tuple = torch.stack(columns, dim=1).numpy()
+    out = np.empty((trie.rows.shape[0], trie.depth, len(columns)), dtype=np.float32)
+    for depth in range(trie.depth):
+        out[trie.order, depth, :] = per_tuple[keys.node_tuple[depth][trie.node_ids[:, depth]]]
     if not np.isfinite(out).all():
         raise FloatingPointError("feature extraction produced NaN/inf")
     return out
 
 
-def layer_output_bytes(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> list[int]:
-    """Bytes per image of the stem output and of each layer's output (all ops
-    of a layer share the output shape), measured with one zero image through
-    op 0 of every layer."""
-    model.to(device).eval()
-    sizes = []
-    with torch.no_grad():
-        y = model.stem(torch.zeros((1, *input_shape), device=device))
-        sizes.append(y.numel() * y.element_size())
-        for layer in model.layers:
-            y = layer.ops[0](y)
-            sizes.append(y.numel() * y.element_size())
+# ---------------------------------------------------------------- memory and threads
+
+def _tensor_bytes(value: Any, seen: set[int]) -> int:
+    """Bytes of the tensors in ``value`` (nested tuples/lists/dicts), each
+    storage counted once."""
+    if isinstance(value, torch.Tensor):
+        ptr = value.untyped_storage().data_ptr()
+        if ptr in seen:
+            return 0
+        seen.add(ptr)
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v, seen) for v in value)
+    return 0
+
+
+def layer_output_bytes(supernet: Supernet, rows: np.ndarray, input_shape: tuple[int, ...],
+                       device: torch.device) -> list[int]:
+    """Bytes per image of the ``path_begin`` state and of each layer's state
+    and output, measured with one zero image along the first of ``rows``
+    (in the spaces here a layer's output shape does not depend on the
+    choice made)."""
+    row = check_rows(supernet, rows)[0]
+    supernet.to(device).eval()
+    with torch.inference_mode():
+        state = supernet.path_begin(torch.zeros((1, *input_shape), device=device))
+        sizes = [_tensor_bytes(state, set())]
+        for depth in range(supernet.path_depth()):
+            state, y = supernet.path_step(depth, state, row)
+            sizes.append(_tensor_bytes((state, y), set()))
     return sizes
 
 
-def threads_for_chunk(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, chunk: int,
-                      available: int, small_bytes: int = 4 * 2**20) -> int:
+def threads_for_chunk(supernet: Supernet, rows: np.ndarray, input_shape: tuple[int, ...], device: torch.device,
+                      chunk: int, available: int, small_bytes: int = 4 * 2**20) -> int:
     """torch threads for feature extraction: 1 when the largest activation of
     a chunk is under ``small_bytes`` (tiny convolutions gain nothing from
     intra-op parallelism, and on a loaded CPU the OpenMP hand-off costs up to
     20x; measured on the digits preset), else ``available``."""
-    if device.type != "cpu":
+    if torch.device(device).type != "cpu":
         return available
-    largest = max(layer_output_bytes(model, input_shape, device)) * chunk
+    largest = max(layer_output_bytes(supernet, rows, input_shape, device)) * chunk
     return 1 if largest < small_bytes else available
 
 
-def plan_chunk_size(model: nn.Module, input_shape: tuple[int, ...], device: torch.device, memory_mb: int,
-                    max_batch: int, internal_factor: int = 16) -> int:
+def plan_chunk_size(supernet: Supernet, rows: np.ndarray, input_shape: tuple[int, ...], device: torch.device,
+                    memory_mb: int, max_batch: int, internal_factor: int = 16) -> int:
     """Probe images per chunk so that one depth-first walk fits ``memory_mb``:
-    the trie keeps the stem and L layer outputs of a chunk alive, and an op's
-    internals (expansion 6, a few temporaries) are bounded by
-    ``internal_factor`` × the largest layer output. At least 1 image."""
-    sizes = layer_output_bytes(model, input_shape, device)
+    the trie keeps the ``path_begin`` state and L layer states of a chunk
+    alive, and a layer's internals (FBNet's expansion 6, a cell's nodes, a
+    few temporaries) are bounded by ``internal_factor`` × the largest layer
+    state. At least 1 image, at most ``max_batch``."""
+    sizes = layer_output_bytes(supernet, rows, input_shape, device)
     per_image = sum(sizes) + internal_factor * max(sizes)
     return int(max(1, min(max_batch, (memory_mb * 2**20) // per_image)))

@@ -3,9 +3,9 @@
 - Eq. 8: N̂_k = argmax_{N ∈ G_k} T̃(N, D̃), the early-stopping accuracy on the
   reduced set, for architectures trained separately.
 - Eq. 9: N̂_k = argmax_{N ∈ G_k} Σ_l a(N^l), the sum over layers of the
-  operation probability of the op N uses (sub-networks of a supernet).
-  ``log=True`` scores Σ_l log a(N^l) instead (the joint probability of the
-  architecture under layer-wise sampling; the paper's sum is the default).
+  operation probability of the op N uses (sub-networks of a supernet). The
+  scores come from the space (``SearchSpace.score(rows, tables, log)``,
+  which knows its encoding); here they are maximised per cluster.
 - Eq. 10: N* = argmax over the K representatives of the accuracy after full
   training on D (validation accuracy here: the test split stays unseen).
 
@@ -45,19 +45,6 @@ def top_per_cluster(labels: np.ndarray, scores: np.ndarray, m: int) -> np.ndarra
         members = order[a:min(b, a + m)]
         out[cluster, :members.size] = members
     return out
-
-
-def eq9_scores(op_indices: np.ndarray, probs: np.ndarray, log: bool = False) -> np.ndarray:
-    """Σ_l a(N^l) (or Σ_l log a(N^l)) for each row of ``op_indices`` (s, L)
-    given the per-layer probabilities ``probs`` (L, n_ops)."""
-    op_indices, probs = np.asarray(op_indices), np.asarray(probs, dtype=np.float64)
-    if op_indices.ndim != 2 or probs.ndim != 2 or op_indices.shape[1] != probs.shape[0]:
-        raise ValueError(f"op_indices (s, L) {op_indices.shape} and probs (L, n_ops) {probs.shape} do not match")
-    picked = probs[np.arange(probs.shape[0])[None, :], op_indices.astype(np.int64)]
-    if log:
-        with np.errstate(divide="ignore"):
-            return np.log(picked).sum(1)
-    return picked.sum(1)
 
 
 def final_choice(val_accuracies: Sequence[float]) -> int:

@@ -1,11 +1,12 @@
-"""Search strategies, registered by name in STRATEGIES on import."""
-from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult, SearchStrategy
+"""Search strategies, one file each, registered by name in STRATEGIES on
+import; built only through create_strategy (nas_core.strategies.base)."""
+from nas_core.strategies.base import (STRATEGIES, OneShotStrategy, SearchData, SearchResult, SearchStrategy,
+                                      StrategyError, create_strategy, strategy_config)
 
 # One import per strategy module (importing registers it).
+# -- strategy modules --
+from nas_core.strategies import darts, gdas, p_darts, pc_darts, snas  # noqa: F401,E402
 from nas_core.strategies import fbnet  # noqa: F401,E402
-from nas_core.strategies import darts  # noqa: F401,E402
-from nas_core.strategies import pc_darts  # noqa: F401,E402
-from nas_core.strategies import p_darts  # noqa: F401,E402
-from nas_core.strategies import gdas  # noqa: F401,E402
 
-__all__ = ["STRATEGIES", "SearchStrategy", "SearchData", "SearchResult"]
+__all__ = ["STRATEGIES", "SearchStrategy", "OneShotStrategy", "SearchData", "SearchResult", "StrategyError",
+           "create_strategy", "strategy_config"]

@@ -1,35 +1,41 @@
 """Search strategies: the base class owns the lifecycle, a subclass fills in
-the steps (STYLE.md 3-4). A strategy sees loaders and a device, never the
-dataset's name or the tracker: logging and checkpointing are callbacks."""
+the steps (STYLE.md 3-4). A strategy sees loaders, a space and a device,
+never the dataset's name or the tracker: logging and checkpointing are
+callbacks.
+
+Every strategy class declares
+
+* ``name`` (its key in :data:`STRATEGIES` and its params section
+  ``strategies.<name>``), ``Config`` (the pydantic model of that section,
+  defaults = its paper's published settings where they fit a CPU run) and
+  ``spaces`` (the names of the search spaces it can search);
+* ``kind``: ``"one_shot"`` (:class:`OneShotStrategy`: trains a supernet, a
+  checkpoint per epoch, in the pretrain stage; derives in the search stage)
+  or ``"multi_trial"`` (trials in the search stage).
+
+:func:`create_strategy` is the only way a strategy is built.
+"""
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional, Protocol, Sequence
+from typing import Any, ClassVar, Hashable, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from pydantic import Field, ValidationError
+from torch.utils.data import DataLoader, Dataset
 
 from nas_core.registry import Registry
+from nas_core.sections import CrossFieldError, Section
+from nas_core.train.distributed import is_distributed
+from nas_core.train.loop import make_loader
 
 STRATEGIES: Registry[type["SearchStrategy"]] = Registry("search strategy")
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN/inf; the message names the epoch and step."""
-
-    def __init__(self, epoch: int, step: int, value: float) -> None:
-        super().__init__(f"non-finite loss {value} at epoch {epoch + 1}, step {step}: "
-                         "stopping; earlier checkpoints are kept")
-        self.epoch, self.step, self.value = epoch, step, value
-
-
-def check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
-    value = float(loss)
-    if not math.isfinite(value):
-        raise NonFiniteLossError(epoch, step, value)
+class StrategyError(ValueError):
+    """A strategy asked for with a space or settings it cannot use."""
 
 
 @dataclass
@@ -44,13 +50,13 @@ class SearchData:
 
 @dataclass
 class SearchResult:
-    """What every strategy returns. ``probabilities`` maps a table name
-    ("layers", or "normal"/"reduce" for cells) to an array of operation
-    probabilities (rows: layers or edges, columns: ops)."""
+    """What every strategy returns. ``tables`` are its architecture-
+    probability tables in the format of its space's ``sample``/``score``
+    (layer-wise: ``layers`` (L, n_ops); cell: ``normal``/``reduce`` (14,
+    n_ops) and ``edges_normal``/``edges_reduce`` (14,))."""
 
     genotype: Any
-    probabilities: dict[str, np.ndarray]
-    op_names: list[str]
+    tables: dict[str, np.ndarray]
     history: list[dict[str, float]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -59,17 +65,36 @@ class Callback(Protocol):
     def on_epoch_end(self, strategy: "SearchStrategy", epoch: int, metrics: dict[str, float]) -> None: ...
 
 
+class OneShotConfig(Section):
+    """Keys every one-shot strategy has: epochs of supernet training and the
+    batch sizes of the weight (``train_w``) and architecture (``train_a``)
+    steps (``arch_batch_size`` None: ``batch_size``)."""
+
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=1)
+    arch_batch_size: Optional[int] = Field(None, ge=1)
+
+
 class SearchStrategy(ABC):
     """Lifecycle: ``setup`` -> for each remaining epoch ``train_epoch`` then
     callbacks -> ``derive``. ``state_dict``/``load_state_dict`` make a run
     resumable: ``run(state=...)`` continues after the epoch stored in it."""
 
     name: ClassVar[str]
+    kind: ClassVar[str]
+    spaces: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[Section]]
 
     def __init__(self, space: Any, config: Any, device: torch.device, seed: int = 0) -> None:
-        self.space, self.config, self.device, self.seed = space, config, device, seed
+        self.space, self.config, self.device, self.seed = space, config, torch.device(device), seed
         self.epoch = 0  # number of finished epochs
         self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def data_parallel(cls) -> type["SearchStrategy"]:
+        """The class to use under torchrun (override where a strategy has a
+        data-parallel variant)."""
+        raise StrategyError(f"strategy {cls.name!r} has no data-parallel variant (torchrun)")
 
     def run(self, data: SearchData, callbacks: Sequence[Callback] = (),
             state: dict[str, Any] | None = None) -> SearchResult:
@@ -84,9 +109,18 @@ class SearchStrategy(ABC):
                 callback.on_epoch_end(self, self.epoch, metrics)
         return self.derive()
 
+    def search_data(self, train_w: Dataset, train_a: Dataset, val: Dataset, num_workers: int = 0) -> SearchData:
+        """Loaders over the subset's splits with this strategy's batch sizes;
+        shuffling uses each loader's own generator (seeded from ``seed``)."""
+        c = self.config
+        return SearchData(make_loader(train_w, c.batch_size, True, self.seed, num_workers),
+                          make_loader(train_a, c.arch_batch_size or c.batch_size, True, self.seed + 1, num_workers),
+                          make_loader(val, c.batch_size, False, self.seed, num_workers))
+
     @abstractmethod
-    def setup(self, data: SearchData) -> None:
-        """Build the supernet and optimisers on ``self.device``."""
+    def setup(self, data: Optional[SearchData]) -> None:
+        """Build networks and optimisers on ``self.device`` (``data`` may be
+        None when only rebuilding from a checkpoint)."""
 
     @abstractmethod
     def num_epochs(self) -> int: ...
@@ -97,7 +131,7 @@ class SearchStrategy(ABC):
 
     @abstractmethod
     def derive(self) -> SearchResult:
-        """The final genotype and operation-probability tables."""
+        """The final genotype and architecture tables."""
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
@@ -106,3 +140,79 @@ class SearchStrategy(ABC):
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def progress_postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """What the stage's epoch bar shows after an epoch."""
+        return {k: f"{metrics[k]:.3f}" for k in ("loss", "acc") if k in metrics}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays the stages save as ``<name>.npy`` after every epoch and with
+        the result (e.g. FBNet's theta per epoch); none by default."""
+        return {}
+
+    def figures(self, result: SearchResult) -> dict[str, Any]:
+        """Matplotlib figures of a result, by file name; the stage saves and
+        logs them (default: the space's plot of the architecture tables)."""
+        fig = self.space.plot_tables(result.tables, title=self.name)
+        return {} if fig is None else {"tables.png": fig}
+
+
+class OneShotStrategy(SearchStrategy):
+    """A strategy that trains a weight-sharing supernet (``self.supernet``,
+    implementing nas_core.supernet.base.Supernet) whose weights are in
+    ``state_dict()["supernet"]``: the per-epoch checkpoints DC-NAS reads."""
+
+    kind = "one_shot"
+    supernet: torch.nn.Module
+
+    @abstractmethod
+    def tables(self) -> dict[str, np.ndarray]:
+        """The current architecture-probability tables (see SearchResult)."""
+
+    def supernet_key(self, state: Mapping[str, Any]) -> Hashable:
+        """Checkpoints with equal keys hold supernets of the same shape (Eq. 7
+        compares one supernet across epochs; P-DARTS rebuilds it per stage)."""
+        return 0
+
+    def load_supernet(self, state: Mapping[str, Any]) -> torch.nn.Module:
+        """``self.supernet`` with the weights of checkpoint ``state``."""
+        self.supernet.load_state_dict(state["supernet"])
+        return self.supernet
+
+
+def strategy_config(name: str, params: Any = None) -> Section:
+    """The validated config of strategy ``name`` from a model instance, a
+    mapping of its section or None (the published defaults)."""
+    model = STRATEGIES.get(name).Config
+    if isinstance(params, model):
+        return params
+    try:
+        return model.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        cross = (first.get("ctx") or {}).get("error")
+        if isinstance(cross, CrossFieldError):
+            raise StrategyError(str(cross)) from None
+        key = ".".join(str(p) for p in first["loc"])
+        raise StrategyError(f"strategies.{name}.{key} = {first.get('input')!r}: "
+                            f"{first['msg'].removeprefix('Value error, ')}") from None
+
+
+def check_space(name: str, space: Any) -> None:
+    supported = STRATEGIES.get(name).spaces
+    if space.name not in supported:
+        raise StrategyError(f"search.space = {space.name!r}: strategy {name!r} searches "
+                            f"{', '.join(supported)}")
+
+
+def create_strategy(name: str, space: Any, params: Any = None, device: torch.device | str = "cpu",
+                    seed: int = 0) -> SearchStrategy:
+    """Build registered strategy ``name`` on ``space`` with ``params`` (its
+    Config, a mapping of its ``strategies.<name>`` section, or None). Under
+    torchrun the strategy's data-parallel variant is built."""
+    cls = STRATEGIES.get(name)
+    check_space(name, space)
+    config = strategy_config(name, params)
+    if is_distributed():
+        cls = cls.data_parallel()
+    return cls(space, config, torch.device(device), seed)

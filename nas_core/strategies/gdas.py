@@ -1,7 +1,7 @@
-"""Gumbel-softmax cell strategies: GDAS (Dong & Yang, CVPR 2019) and SNAS
-(Xie et al., ICLR 2019). Both are first order (alternating weight and
-alpha steps on ``train_w`` / ``train_a`` like DARTS) and derive the genotype
-from softmax(alpha) by the DARTS rule.
+"""GDAS (Dong & Yang, CVPR 2019), and the Gumbel base it shares with SNAS
+(snas.py). Both are first order (alternating weight and alpha steps on
+``train_w`` / ``train_a`` like DARTS) and derive the genotype from
+softmax(alpha) by the DARTS rule.
 
 GDAS: per forward, per cell kind, one op per edge is sampled by Gumbel-max,
 index = argmax(log softmax(alpha) + g), g ~ Gumbel(0, 1); the weights are
@@ -9,25 +9,24 @@ the straight-through one-hot h = onehot(index) - p.detach() + p with
 p = softmax((log softmax(alpha) + g) / tau), and the edge evaluates ONLY the
 sampled op: out = h[index] * op_index(x) (the gradient reaches every alpha
 through p). A sample with a non-finite p is redrawn (GDAS code). tau
-decreases linearly from ``gdas_tau_max`` (10) to ``gdas_tau_min`` (0.1)
-over the epochs. Evaluation uses the argmax op of alpha.
+decreases linearly from ``tau_max`` (10) to ``tau_min`` (0.1) over the
+epochs (the paper's schedule). Evaluation uses the argmax op of
+alpha.
 
-SNAS: all ops weighted by the relaxed sample softmax((log alpha + g) / tau)
-(torch's gumbel_softmax on alpha as logits); tau decreases linearly from
-``snas_tau_max`` to ``snas_tau_min`` (the paper anneals from 1; the
-schedule shape is our choice). Resource penalty (the paper's cost term):
-loss += ``snas_resource_weight`` * E[params] / max params, with
-E[params] = sum over cells and edges of sum_i w_i * params(op_i), divided by
-the sum over edges of the largest op's parameter count, so it lies in
-[0, 1]. Parameters, not FLOPs, are the cost: they need no input shape.
+Other defaults: the paper's 240 search epochs; the proxy network, batch and
+optimisers as DARTS.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
+from pydantic import Field, model_validator
 from torch.nn import functional as F
 
+from nas_core.sections import CrossFieldError
 from nas_core.strategies.base import STRATEGIES
-from nas_core.strategies.darts import KINDS, DartsStrategy
+from nas_core.strategies.darts import DartsFamilyConfig, DartsStrategy
 from nas_core.supernet.cell import MixWeights
 
 
@@ -52,25 +51,50 @@ def gumbel_hard(alpha: torch.Tensor, tau: float, max_tries: int = 100) -> MixWei
     return MixWeights(one_hot - probs.detach() + probs, None, index)
 
 
-class _GumbelStrategy(DartsStrategy):
-    supports_second_order = False
-    tau_prefix = ""
+class GumbelConfig(DartsFamilyConfig):
+    """The DARTS-family keys plus the Gumbel temperature, annealed linearly
+    from ``tau_max`` to ``tau_min`` over the epochs."""
+
+    section: ClassVar[str] = "gumbel"
+    tau_max: float = Field(10.0, gt=0)
+    tau_min: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _tau_decreases(self) -> "GumbelConfig":
+        if self.tau_min > self.tau_max:
+            raise CrossFieldError(f"strategies.{self.section}.tau_min", self.tau_min,
+                                  f"must be <= strategies.{self.section}.tau_max ({self.tau_max})")
+        return self
+
+
+class GumbelStrategy(DartsStrategy):
+    """First-order DARTS with a Gumbel temperature annealed linearly from
+    ``config.tau_max`` to ``config.tau_min`` over the epochs."""
+
+    def second_order(self) -> bool:
+        return False
 
     def setup(self, data) -> None:
         super().setup(data)
-        self.tau = getattr(self.config, f"{self.tau_prefix}_tau_max")
+        self.tau = self.config.tau_max
 
     def before_epoch(self, epoch: int) -> dict[str, float]:
-        cfg = self.config
-        self.tau = linear_tau(epoch, self.num_epochs(), getattr(cfg, f"{self.tau_prefix}_tau_max"),
-                              getattr(cfg, f"{self.tau_prefix}_tau_min"))
+        self.tau = linear_tau(epoch, self.num_epochs(), self.config.tau_max, self.config.tau_min)
         return {"tau": self.tau}
 
 
+class GdasConfig(GumbelConfig):
+    """``strategies.gdas``."""
+
+    section: ClassVar[str] = "gdas"
+    cells: int = Field(8, ge=1)
+    epochs: int = Field(240, ge=1)
+
+
 @STRATEGIES.register("gdas")
-class GdasStrategy(_GumbelStrategy):
+class GdasStrategy(GumbelStrategy):
     name = "gdas"
-    tau_prefix = "gdas"
+    Config = GdasConfig
 
     def mix(self, kind: str) -> MixWeights:
         return gumbel_hard(self.arch.alpha(kind), self.tau)
@@ -79,33 +103,3 @@ class GdasStrategy(_GumbelStrategy):
         alpha = self.arch.alpha(kind)
         index = alpha.argmax(dim=-1)
         return MixWeights(torch.zeros_like(alpha).scatter_(-1, index.unsqueeze(-1), 1.0), None, index)
-
-
-@STRATEGIES.register("snas")
-class SnasStrategy(_GumbelStrategy):
-    name = "snas"
-    tau_prefix = "snas"
-
-    def _build(self, cells: int, schedule_epochs: int) -> None:
-        super()._build(cells, schedule_epochs)
-        costs = {kind: self.net.op_costs(kind == "reduce").to(self.device) for kind in KINDS}
-        scale = sum(float(c.max(dim=1).values.sum()) for c in costs.values() if c.numel())
-        self.costs = {k: c / max(scale, 1.0) for k, c in costs.items()}
-
-    def mix(self, kind: str) -> MixWeights:
-        return MixWeights(F.gumbel_softmax(self.arch.alpha(kind), tau=self.tau, hard=False, dim=-1))
-
-    def penalty(self, mixes: dict[str, MixWeights]) -> torch.Tensor | float:
-        weight = self.config.snas_resource_weight
-        if weight == 0:
-            return 0.0
-        return weight * sum((mixes[k].ops * self.costs[k]).sum() for k in KINDS if self.costs[k].numel())
-
-    def resource(self) -> float:
-        """Expected parameter fraction under softmax(alpha) (for metrics)."""
-        with torch.no_grad():
-            return float(sum((F.softmax(self.arch.alpha(k), -1) * self.costs[k]).sum()
-                             for k in KINDS if self.costs[k].numel()))
-
-    def before_epoch(self, epoch: int) -> dict[str, float]:
-        return {**super().before_epoch(epoch), "resource": self.resource()}

@@ -1,4 +1,6 @@
-"""Supernets over the search spaces and the child-network builder."""
-from nas_core.supernet.layerwise import LayerwiseNet, LayerwiseSupernet, MixedLayer, build_child
+"""Supernets over the search spaces (the Supernet protocol: nas_core.supernet.base)."""
+from nas_core.supernet.base import Supernet
+from nas_core.supernet.cell import SearchNetwork
+from nas_core.supernet.layerwise import LayerwiseSupernet, MixedLayer
 
-__all__ = ["LayerwiseSupernet", "LayerwiseNet", "MixedLayer", "build_child"]
+__all__ = ["Supernet", "LayerwiseSupernet", "MixedLayer", "SearchNetwork"]

@@ -1,5 +1,5 @@
-"""Cell supernet shared by the differentiable strategies, and the final
-network built from a :class:`~nas_core.spaces.cell.CellGenotype`.
+"""The cell supernet shared by the differentiable strategies (DARTS family);
+the final network of a genotype is nas_core.spaces.cell.network.
 
 The mixed op on an edge computes (DARTS Eq. 1)
 ``o(x) = sum_i w_i * op_i(x)``; how ``w`` is made from the architecture
@@ -19,26 +19,36 @@ through the ops, the rest bypass (max-pooled when the edge reduces), the
 two parts are concatenated and channel-shuffled with k groups. ``k = 1``
 is DARTS exactly.
 
-Network layout (DARTS ``model_search.py``): stem conv3x3 (3C) + BN, then
-``cells`` cells, reductions (stride 2, channels doubled) at ``cells // 3``
-and ``2 * cells // 3``, global average pooling, linear classifier.
+Network layout: DARTS ``model_search.py`` (nas_core.spaces.cell.network).
+
+As a :class:`~nas_core.supernet.base.Supernet`, a sub-network is an encoded
+cell genotype (a 32-entry row of nas_core.spaces.cell.sampling, op indices
+into the space's op set): one "layer" per cell; each cell evaluates one op
+per edge, the row's op with weight 1 on its 8 kept edges and ``none`` (or
+the edge's first op where P-DARTS pruned ``none``) with weight 0 on the
+other 6 (:func:`path_mix`); PC-DARTS's edge weights are not applied (the
+sub-network is the genotype itself). A normal cell depends on the normal
+half of the row only, so cells up to the first reduction share the prefix
+of 16 entries; every later cell depends on the whole row.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas_core.io import atomic_dir, load_tensors
-from nas_core.spaces.cell import EDGES, NUM_INPUTS, NUM_NODES, SKIP, CellGenotype, node_edges
-from nas_core.spaces.cell_ops import FactorizedReduce, Identity, ReLUConvBN, is_pool, make_op
+from nas_core.spaces.cell.genotype import EDGES, KINDS, NODES, NUM_INPUTS, NUM_NODES, SKIP, ZERO, edge_index, \
+    node_edges
+from nas_core.spaces.cell.network import STEM_MULTIPLIER, cell_plan, channel_shuffle, preprocess, stem
+from nas_core.spaces.cell.ops import is_pool, make_op
+from nas_core.spaces.cell.sampling import HALF_WIDTH, PICKS, ROW_WIDTH, check_cell_rows
 
-STEM_MULTIPLIER = 3
+EdgeOps = Sequence[Sequence[str]]
+MIX_CACHE_SIZE = 4096
 
 
 @dataclass
@@ -46,17 +56,6 @@ class MixWeights:
     ops: torch.Tensor
     edges: Optional[torch.Tensor] = None
     index: Optional[torch.Tensor] = None
-
-
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    if groups == 1:
-        return x
-    n, c, h, w = x.shape
-    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-
-
-def reduction_layers(cells: int) -> set[int]:
-    return {cells // 3, 2 * cells // 3}
 
 
 class MixedOp(nn.Module):
@@ -98,24 +97,19 @@ class MixedOp(nn.Module):
         return out
 
 
-def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
-    pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine)
-    return pre0, ReLUConvBN(c_p, c, 1, 1, 0, affine)
-
-
 class SearchCell(nn.Module):
     def __init__(self, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool,
-                 edge_ops: Sequence[Sequence[str]], k: int = 1) -> None:
+                 edge_ops: EdgeOps, k: int = 1) -> None:
         super().__init__()
         self.reduction = reduction
-        self.preprocess0, self.preprocess1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=False)
+        self.preprocess0, self.preprocess1 = preprocess(c_pp, c_p, c, reduction_prev, affine=False)
         self.edges = nn.ModuleList(
             MixedOp(c, 2 if reduction and src < NUM_INPUTS else 1, edge_ops[e], k)
             for e, (_, src) in enumerate(EDGES))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, mix: MixWeights) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES):
+        for node in NODES:
             total = 0
             for e in node_edges(node):
                 index = None if mix.index is None else int(mix.index[e])
@@ -125,48 +119,29 @@ class SearchCell(nn.Module):
         return torch.cat(states[NUM_INPUTS:], dim=1)
 
 
-class CellPlan(NamedTuple):
-    c_pp: int
-    c_p: int
-    c: int
-    reduction: bool
-    reduction_prev: bool
-
-
-def cell_plan(channels: int, cells: int, multiplier: Callable[[bool], int]) -> list[CellPlan]:
-    """Channel bookkeeping of DARTS's network: the stem gives 3C channels;
-    a reduction cell doubles C; a cell outputs ``multiplier(reduction)`` x C
-    channels (the number of concatenated nodes)."""
-    plans, reduction_prev = [], False
-    c_pp = c_p = STEM_MULTIPLIER * channels
-    c = channels
-    for i in range(cells):
-        reduction = i in reduction_layers(cells)
-        c = c * 2 if reduction else c
-        plans.append(CellPlan(c_pp, c_p, c, reduction, reduction_prev))
-        reduction_prev = reduction
-        c_pp, c_p = c_p, multiplier(reduction) * c
-    return plans
-
-
-def _stem(c_in: int, c: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+def full_edge_ops(op_names: Sequence[str]) -> dict[str, list[tuple[str, ...]]]:
+    """Every op on every edge of both cell kinds (no P-DARTS pruning)."""
+    return {kind: [tuple(op_names)] * len(EDGES) for kind in KINDS}
 
 
 class SearchNetwork(nn.Module):
-    """The proxy network of ``cells`` search cells. ``edge_ops_normal`` /
-    ``edge_ops_reduce``: one op-name list per edge (14 lists)."""
+    """The proxy network of ``cells`` search cells over the space's op set
+    ``op_names`` (what the op indices of encoded rows index). ``edge_ops``:
+    per cell kind, the op names of each of the 14 edges (P-DARTS prunes
+    them; None: every op everywhere); ``k``: PC-DARTS's partial channels."""
 
-    def __init__(self, input_channels: int, num_classes: int, channels: int, cells: int,
-                 edge_ops_normal: Sequence[Sequence[str]], edge_ops_reduce: Sequence[Sequence[str]],
-                 k: int = 1) -> None:
+    def __init__(self, op_names: Sequence[str], input_channels: int, num_classes: int, channels: int, cells: int,
+                 edge_ops: Optional[Mapping[str, EdgeOps]] = None, k: int = 1) -> None:
         super().__init__()
-        self.stem = _stem(input_channels, STEM_MULTIPLIER * channels)
+        self.op_names = tuple(op_names)
+        edge_ops = full_edge_ops(op_names) if edge_ops is None else edge_ops
+        self.edge_ops = {kind: [tuple(ops) for ops in edge_ops[kind]] for kind in KINDS}
+        self.stem = stem(input_channels, STEM_MULTIPLIER * channels)
         self.cells = nn.ModuleList()
         for plan in cell_plan(channels, cells, lambda reduction: NUM_NODES):
-            ops = edge_ops_reduce if plan.reduction else edge_ops_normal
-            self.cells.append(SearchCell(*plan, ops, k))
+            self.cells.append(SearchCell(*plan, self.edge_ops["reduce" if plan.reduction else "normal"], k))
         self.classifier = nn.Linear(NUM_NODES * plan.c, num_classes)
+        self._mixes: dict[tuple, MixWeights] = {}
 
     def forward(self, x: torch.Tensor, normal: MixWeights, reduce: MixWeights,
                 return_cells: bool = False):
@@ -195,6 +170,95 @@ class SearchNetwork(nn.Module):
                                    for mixed in cell.edges], dtype=torch.float32)
         return table
 
+    # ------------------------------------------------------------ Supernet protocol
+    def path_depth(self) -> int:
+        return len(self.cells)
+
+    def path_prefix(self, depth: int) -> int:
+        """16 (the normal half of the row) while cell ``depth`` and every
+        cell before it are normal cells, else the whole row."""
+        if any(cell.reduction for cell in self.cells[:depth + 1]):
+            return ROW_WIDTH
+        return HALF_WIDTH
+
+    def check_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Encoded genotypes over ``op_names`` whose ops exist on their edges
+        here (P-DARTS's pruned supernet keeps a few ops per edge)."""
+        rows = check_cell_rows(rows, self.op_names)
+        for part, kind in enumerate(KINDS):
+            present = np.array([[name in ops for name in self.op_names] for ops in self.edge_ops[kind]])
+            for col in range(part * HALF_WIDTH, (part + 1) * HALF_WIDTH, 2):
+                node = NODES[(col % HALF_WIDTH) // (2 * PICKS)]
+                edges = node_edges(node).start + rows[:, col]
+                bad = np.flatnonzero(~present[edges, rows[:, col + 1]])
+                if bad.size:
+                    i = int(bad[0])
+                    e = int(edges[i])
+                    raise ValueError(f"cell architecture row {i}, {kind} cell, edge {EDGES[e]}: op "
+                                     f"{self.op_names[rows[i, col + 1]]!r} is not in the supernet there "
+                                     f"({', '.join(self.edge_ops[kind][e])})")
+        return rows
+
+    def path_begin(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = self.stem(x)
+        return s, s
+
+    def path_step(self, depth: int, state: tuple[torch.Tensor, torch.Tensor],
+                  row: np.ndarray) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Cell ``depth`` of sub-network ``row`` on (s0, s1) (module docstring)."""
+        cell = self.cells[depth]
+        s0, s1 = state
+        out = cell(s0, s1, self.path_mix(row, "reduce" if cell.reduction else "normal", s1.device))
+        return (s1, out), out
+
+    def path_mix(self, row: np.ndarray, kind: str, device: torch.device) -> MixWeights:
+        """The one-path weights of half ``kind`` of ``row`` (cached per row)."""
+        part = KINDS.index(kind)
+        half = np.asarray(row, dtype=np.int64)[part * HALF_WIDTH:(part + 1) * HALF_WIDTH]
+        key = (kind, half.tobytes(), str(device))
+        if key not in self._mixes:
+            if len(self._mixes) >= MIX_CACHE_SIZE:
+                self._mixes.clear()
+            self._mixes[key] = path_mix(half, self.op_names, device, self.edge_ops[kind])
+        return self._mixes[key]
+
+    def path_parameter_names(self, depth: int, row: np.ndarray) -> tuple[str, ...]:
+        """Parameters of cell ``depth``'s two preprocessing layers and of the
+        row's op on each of its 8 kept edges."""
+        cell = self.cells[depth]
+        kind = "reduce" if cell.reduction else "normal"
+        prefix = f"cells.{depth}."
+        names = [prefix + n for n, _ in cell.preprocess0.named_parameters(prefix="preprocess0")]
+        names += [prefix + n for n, _ in cell.preprocess1.named_parameters(prefix="preprocess1")]
+        half = np.asarray(row, dtype=np.int64)[KINDS.index(kind) * HALF_WIDTH:][:HALF_WIDTH]
+        for k in range(NUM_NODES):
+            for pick in range(PICKS):
+                e = edge_index(NUM_INPUTS + k, int(half[4 * k + 2 * pick]))
+                i = self.edge_ops[kind][e].index(self.op_names[int(half[4 * k + 2 * pick + 1])])
+                names += [prefix + n for n, _ in cell.edges[e].ops[i].named_parameters(prefix=f"edges.{e}.ops.{i}")]
+        return tuple(names)
+
+
+def path_mix(half_row: np.ndarray, op_names: Sequence[str], device: torch.device,
+             edge_ops: Optional[EdgeOps] = None) -> MixWeights:
+    """One-path weights of one cell kind: weight 1 and the drawn op on the
+    8 kept edges, weight 0 and ``none`` (or the edge's first op when P-DARTS
+    pruned ``none`` there) on the others. ``edge_ops``: the supernet's op
+    names per edge when they differ from ``op_names`` (P-DARTS)."""
+    edge_ops = [tuple(op_names)] * len(EDGES) if edge_ops is None else [tuple(o) for o in edge_ops]
+    index = torch.tensor([ops.index(ZERO) if ZERO in ops else 0 for ops in edge_ops], dtype=torch.long)
+    weights = torch.zeros(len(EDGES), len(edge_ops[0]))
+    for k in range(NUM_NODES):
+        for pick in range(PICKS):
+            src, op = int(half_row[4 * k + 2 * pick]), int(half_row[4 * k + 2 * pick + 1])
+            e = edge_index(NUM_INPUTS + k, src)
+            name = op_names[op]
+            if name not in edge_ops[e]:
+                raise ValueError(f"edge {EDGES[e]}: op {name!r} is not in the supernet there ({edge_ops[e]})")
+            index[e] = edge_ops[e].index(name)
+            weights[e, index[e]] = 1.0
+    return MixWeights(weights.to(device), None, index.to(device))
+
 
 class ArchParams(nn.Module):
     """alpha (14, n_ops) per cell kind, DARTS init 1e-3 * N(0, 1); with
@@ -218,105 +282,5 @@ class ArchParams(nn.Module):
         if not self.edge_norm:
             return None
         beta = getattr(self, f"beta_{kind}")
-        parts = [F.softmax(beta[node_edges(n).start:node_edges(n).stop], dim=0)
-                 for n in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES)]
+        parts = [F.softmax(beta[node_edges(n).start:node_edges(n).stop], dim=0) for n in NODES]
         return torch.cat(parts)
-
-
-# ---------------------------------------------------------------- final network
-
-class DropPath(nn.Module):
-    """Drop a whole op output per sample with probability ``p`` (training)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.p = 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p <= 0:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
-        return x / keep * mask
-
-
-class GenotypeCell(nn.Module):
-    def __init__(self, cell: Sequence[tuple[str, int]], concat: Sequence[int], c_pp: int, c_p: int, c: int,
-                 reduction: bool, reduction_prev: bool) -> None:
-        super().__init__()
-        self.reduction, self.concat = reduction, tuple(concat)
-        self.preprocess0, self.preprocess1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=True)
-        self.inputs = tuple(src for _, src in cell)
-        self.ops = nn.ModuleList(make_op(op, c, 2 if reduction and src < NUM_INPUTS else 1, affine=True)
-                                 for op, src in cell)
-        self.drop = DropPath()
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for i in range(0, len(self.ops), NUM_INPUTS):
-            states.append(sum(self._edge(j, states) for j in range(i, i + NUM_INPUTS)))
-        return torch.cat([states[n] for n in self.concat], dim=1)
-
-    def _edge(self, j: int, states: list[torch.Tensor]) -> torch.Tensor:
-        out = self.ops[j](states[self.inputs[j]])
-        return out if isinstance(self.ops[j], Identity) else self.drop(out)
-
-
-class CellNetwork(nn.Module):
-    """The network a genotype describes (deeper/wider than the proxy for
-    retraining: ``cells`` and ``channels`` from params). ``build`` holds the
-    constructor arguments so the network can be exported and rebuilt."""
-
-    def __init__(self, genotype: CellGenotype, input_channels: int, num_classes: int,
-                 channels: int, cells: int) -> None:
-        super().__init__()
-        self.genotype = genotype
-        self.build = {"input_channels": input_channels, "num_classes": num_classes,
-                      "channels": channels, "cells": cells}
-        self.stem = _stem(input_channels, STEM_MULTIPLIER * channels)
-        self.cells = nn.ModuleList()
-        concats = {False: genotype.normal_concat, True: genotype.reduce_concat}
-        for plan in cell_plan(channels, cells, lambda reduction: len(concats[reduction])):
-            cell = genotype.reduce if plan.reduction else genotype.normal
-            self.cells.append(GenotypeCell(cell, concats[plan.reduction], *plan))
-        self.classifier = nn.Linear(len(concats[plan.reduction]) * plan.c, num_classes)
-
-    def set_drop_path(self, p: float) -> None:
-        for cell in self.cells:
-            cell.drop.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1)
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
-
-
-EXPORT_WEIGHTS = "state_dict.pt"
-EXPORT_META = "network.json"
-
-
-def export_network(net: CellNetwork, path: str | Path, extra: Optional[dict] = None) -> Path:
-    """Write ``path/`` atomically: ``state_dict.pt`` (tensors only) and
-    ``network.json`` (genotype + constructor arguments + ``extra``)."""
-    path = Path(path)
-    meta = {"genotype": net.genotype.to_dict(), "build": net.build, "extra": extra or {}}
-    with atomic_dir(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp / EXPORT_WEIGHTS)
-        (tmp / EXPORT_META).write_text(json.dumps(meta, indent=2) + "\n")
-    return path
-
-
-def load_exported(path: str | Path, device: torch.device | str = "cpu") -> CellNetwork:
-    """Rebuild an exported network in one call (weights loaded with
-    ``weights_only=True``); the network is returned in eval mode."""
-    path = Path(path)
-    meta_file, weights_file = path / EXPORT_META, path / EXPORT_WEIGHTS
-    for f in (meta_file, weights_file):
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: missing; an exported cell network is a directory with "
-                                    f"{EXPORT_META} and {EXPORT_WEIGHTS} (written by export_network)")
-    meta = json.loads(meta_file.read_text())
-    net = CellNetwork(CellGenotype.from_dict(meta["genotype"]), **meta["build"])
-    net.load_state_dict(load_tensors(weights_file, map_location="cpu"))
-    return net.to(device).eval()

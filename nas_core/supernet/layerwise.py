@@ -1,5 +1,4 @@
-"""FBNet's supernet over a :class:`LayerwiseSpace`, and the standalone child
-network of one genotype.
+"""FBNet's supernet over a :class:`LayerwiseSpace`.
 
 Supernet output of layer l (FBNet Eq. 5-6)::
 
@@ -7,41 +6,25 @@ Supernet output of layer l (FBNet Eq. 5-6)::
 
 ``theta`` (L x n_ops) starts at zero: a uniform distribution over ops.
 The stem (3x3 conv, BN, ReLU) and head (1x1 conv, BN, ReLU, global average
-pool, fc) are fixed; :func:`build_child` builds the same stem, blocks and
-head, so a child's ``stem.*`` / ``head.*`` keys match the supernet's.
+pool, fc) are fixed and built as in the stand-alone network
+(nas_core.spaces.layerwise.network), so a child's ``stem.*`` / ``head.*``
+keys match the supernet's.
+
+Supernet protocol (nas_core.supernet.base): a sub-network is an encoded
+layer-wise genotype, the op index per layer; "layer" d is searchable layer
+d, whose output depends on the first d + 1 entries of a row; its
+parameters are those of op ``row[d]`` (``layers.{d}.ops.{row[d]}.*``).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_core.spaces.genotype import Genotype
-from nas_core.spaces.layerwise import LayerwiseSpace
-from nas_core.spaces.ops import build_op
-
-
-def make_stem(space: LayerwiseSpace) -> nn.Module:
-    cin = space.input_shape[0]
-    return nn.Sequential(
-        nn.Conv2d(cin, space.stem_channels, 3, stride=space.stem_stride, padding=1, bias=False),
-        nn.BatchNorm2d(space.stem_channels),
-        nn.ReLU(inplace=True),
-    )
-
-
-def make_head(space: LayerwiseSpace) -> nn.Module:
-    last = space.layers[-1].out_channels if space.layers else space.stem_channels
-    return nn.Sequential(
-        nn.Conv2d(last, space.head_channels, 1, bias=False),
-        nn.BatchNorm2d(space.head_channels),
-        nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(space.head_channels, space.num_classes),
-    )
+from nas_core.spaces.layerwise import LayerwiseSpace, build_op, make_head, make_stem
 
 
 class MixedLayer(nn.Module):
@@ -108,6 +91,37 @@ class LayerwiseSupernet(nn.Module):
             h = layer.ops[i](h)
         return self.head(h)
 
+    # ------------------------------------------------------------ Supernet protocol
+    def path_depth(self) -> int:
+        return len(self.layers)
+
+    def path_prefix(self, depth: int) -> int:
+        return depth + 1
+
+    def check_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (count, layers) as int64 after checking every op index."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[0] < 1:
+            raise ValueError(f"architectures must be a non-empty (count, layers) array, got shape {rows.shape}")
+        if rows.shape[1] != len(self.layers):
+            raise ValueError(f"architectures have {rows.shape[1]} layers but the supernet has {len(self.layers)}")
+        for depth, layer in enumerate(self.layers):
+            top = int(rows[:, depth].max())
+            if rows[:, depth].min() < 0 or top >= len(layer.ops):
+                raise ValueError(f"layer {depth}: op index {top} out of range 0..{len(layer.ops) - 1}")
+        return rows.astype(np.int64, copy=False)
+
+    def path_begin(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def path_step(self, depth: int, state: torch.Tensor, row: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.layers[depth].ops[int(row[depth])](state)
+        return y, y
+
+    def path_parameter_names(self, depth: int, row: np.ndarray) -> tuple[str, ...]:
+        i = int(row[depth])
+        return tuple(f"layers.{depth}.ops.{i}.{name}" for name, _ in self.layers[depth].ops[i].named_parameters())
+
 
 def check_path(space: LayerwiseSpace, op_indices: Sequence[int]) -> list[int]:
     indices = [int(i) for i in op_indices]
@@ -118,23 +132,3 @@ def check_path(space: LayerwiseSpace, op_indices: Sequence[int]) -> list[int]:
         raise ValueError(f"path op indices {bad} out of range 0..{space.num_ops - 1}")
     return indices
 
-
-class LayerwiseNet(nn.Module):
-    """A standalone network: stem -> the chosen block per layer -> head."""
-
-    def __init__(self, space: LayerwiseSpace, genotype: Genotype) -> None:
-        super().__init__()
-        genotype.check(space)
-        self.genotype = genotype
-        self.stem = make_stem(space)
-        self.layers = nn.Sequential(*(build_op(op, spec.in_channels, spec.out_channels, spec.stride)
-                                      for op, spec in zip(genotype.ops, space.layers)))
-        self.head = make_head(space)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.layers(self.stem(x)))
-
-
-def build_child(space: LayerwiseSpace, genotype: Genotype) -> nn.Module:
-    """The network of ``genotype`` for retraining from scratch."""
-    return LayerwiseNet(space, genotype)

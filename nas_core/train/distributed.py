@@ -39,9 +39,10 @@ result within tolerance" rests on):
 Weights and architecture parameters θ stay identical on all ranks: DDP
 all-reduces their gradients and every rank applies the same optimiser step;
 :func:`same_on_all_ranks` checks it. Only rank 0 (:func:`is_main`) writes
-checkpoints, files and logs. Users: supernet pre-training and the cell
-search (nas_core.strategies.data_parallel), and the training of child
-networks in the evaluate and retrain stages (nas_core.train.fit).
+checkpoints, files and logs. Users: supernet pre-training (each one-shot
+strategy's ``data_parallel()`` variant, built by ``create_strategy`` under
+torchrun), and the training of child networks in the evaluate and retrain
+stages (nas_core.train.fit).
 """
 from __future__ import annotations
 

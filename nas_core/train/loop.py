@@ -8,6 +8,7 @@ error messages; ``check_finite`` stops at the first NaN/inf loss.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -19,6 +20,21 @@ from tqdm.auto import tqdm
 Forward = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[..., Iterable[Any]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/inf; the message names the epoch and step."""
+
+    def __init__(self, epoch: int, step: int, value: float) -> None:
+        super().__init__(f"non-finite loss {value} at epoch {epoch + 1}, step {step}: "
+                         "stopping; earlier checkpoints are kept")
+        self.epoch, self.step, self.value = epoch, step, value
+
+
+def check_finite(loss: torch.Tensor | float, epoch: int, step: int) -> None:
+    value = float(loss)
+    if not math.isfinite(value):
+        raise NonFiniteLossError(epoch, step, value)
 
 
 def default_progress(iterable: Iterable[Any], desc: str | None = None, total: int | None = None) -> Iterable[Any]:
@@ -62,9 +78,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
     scheduler (if any) steps once, after the epoch. Returns the mean loss
     and accuracy over samples. ``epoch`` is 0-based (error messages say
     ``epoch + 1``)."""
-    # imported here: nas_core.strategies imports this module (circular otherwise)
-    from nas_core.strategies.base import check_finite
-
     loss_fn = loss or _cross_entropy(forward)
     model.train()
     total, loss_sum, correct = 0, 0.0, 0

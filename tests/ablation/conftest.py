@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 
 from nas_core.ablation.loop import Split
 from nas_core.ablation.separate import ArchData, TrainSpec
-from nas_core.spaces.channel_ratio import ChannelRatioSpace
+from nas_core.spaces import SearchSpace, make_space
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +26,8 @@ def tiny_data(digits) -> ArchData:
 
 
 @pytest.fixture(scope="session")
-def tiny_space() -> ChannelRatioSpace:
-    return ChannelRatioSpace(base_widths=(2, 2, 4, 4, 4, 4))
+def tiny_space() -> SearchSpace:
+    return make_space("channel_ratio", {"base_widths": [2, 2, 4, 4, 4, 4]}, (1, 8, 8), 10)
 
 
 @pytest.fixture(scope="session")

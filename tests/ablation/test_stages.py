@@ -13,7 +13,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 
-TINY = {"base_widths": [4, 4, 8, 8, 8, 8], "num_archs": 8, "epochs": 3, "eta_list": [2, 3], "k_list": [1, 2],
+SPACE = {"base_widths": [4, 4, 8, 8, 8, 8]}
+TINY = {"num_archs": 8, "epochs": 3, "eta_list": [2, 3], "k_list": [1, 2],
         "full_epochs": 1, "rs_fraction": 0.25, "rs_repeats": 3, "ground_truth": True, "batch_size": 64}
 
 
@@ -29,6 +30,7 @@ def tiny_project(root: Path) -> Path:
     params["runtime"].update({"max_workers": 1, "device": "cpu"})
     params["subset"].update({"fraction": 0.3, "probe_size": 64})
     params["ablation"] = TINY
+    params.setdefault("spaces", {})["channel_ratio"] = SPACE
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copytree(REPO / "data", root / "data")
     return root

@@ -1,7 +1,10 @@
-"""A tiny layer-wise supernet with the interface of
-nas_core.supernet.layerwise.LayerwiseSupernet (.stem, .layers[l].ops[i],
-.head, .theta), and a few per-epoch states of it."""
+"""A tiny fake supernet implementing the Supernet protocol
+(nas_core.supernet.base) with configurable prefix widths, and per-epoch
+states of a supernet."""
 from __future__ import annotations
+
+import zlib
+from typing import Any, Sequence
 
 import numpy as np
 import pytest
@@ -20,27 +23,62 @@ class Skip(nn.Module):
         return x
 
 
-class TinyLayer(nn.Module):
-    def __init__(self, c: int) -> None:
+def choices(c: int) -> nn.ModuleList:
+    """Three candidates per row entry: k3, k1, skip (parameter-free)."""
+    return nn.ModuleList([conv_bn(c, c, 3, 1), conv_bn(c, c, 1, 1), Skip()])
+
+
+class FakeSupernet(nn.Module):
+    """Layer l sums, over the row entries ``uses[l]``, candidate
+    ``row[j]`` of entry j (k3, k1 or skip) applied to the previous state.
+    ``uses = ((0,), (1,), (2,), (3,))`` is a layer-wise space (prefixes
+    1..4); ``((0, 1), (0, 1), (2, 3), (0, 1))`` is cell-like (prefixes 2, 2,
+    4, 4: the last layer reuses entries 0 and 1 but follows a layer that
+    used 2 and 3). Counts ``path_step`` / ``path_parameter_names`` calls."""
+
+    num_choices = 3
+
+    def __init__(self, uses: Sequence[Sequence[int]] = ((0,), (1,), (2,), (3,)), channels: int = 4) -> None:
         super().__init__()
-        self.ops = nn.ModuleList([conv_bn(c, c, 3, 1), conv_bn(c, c, 1, 1), Skip()])
-
-
-class TinySupernet(nn.Module):
-    op_names = ("k3", "k1", "skip")
-
-    def __init__(self, num_layers: int = 4, channels: int = 4, num_classes: int = 3) -> None:
-        super().__init__()
+        self.uses = tuple(tuple(u) for u in uses)
+        self.width = 1 + max(j for u in self.uses for j in u)
         self.stem = conv_bn(1, channels, 3, 1)
-        self.layers = nn.ModuleList([TinyLayer(channels) for _ in range(num_layers)])
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
-        self.theta = nn.Parameter(torch.zeros(num_layers, len(self.op_names)))
+        self.layers = nn.ModuleList(nn.ModuleDict({str(j): choices(channels) for j in u}) for u in self.uses)
+        self.steps = 0
+        self.name_calls = 0
 
-    def forward_path(self, x: torch.Tensor, op_indices) -> torch.Tensor:
-        x = self.stem(x)
-        for layer, op in zip(self.layers, op_indices):
-            x = layer.ops[int(op)](x)
-        return self.head(x)
+    def path_depth(self) -> int:
+        return len(self.uses)
+
+    def path_prefix(self, depth: int) -> int:
+        return 1 + max(j for u in self.uses[:depth + 1] for j in u)
+
+    def check_rows(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape[1] != self.width:
+            raise ValueError(f"rows: expected shape (n, {self.width}), got {rows.shape}")
+        bad = np.argwhere((rows < 0) | (rows >= self.num_choices))
+        if bad.size:
+            i, j = bad[0]
+            raise ValueError(f"row {i}, entry {j}: value {rows[i, j]} outside 0..{self.num_choices - 1}")
+        return rows.astype(np.int64)
+
+    def path_begin(self, x: torch.Tensor) -> Any:
+        return self.stem(x)
+
+    def path_step(self, depth: int, state: Any, row: np.ndarray) -> tuple[Any, torch.Tensor]:
+        self.steps += 1
+        layer = self.layers[depth]
+        y = sum(layer[str(j)][int(row[j])](state) for j in self.uses[depth])
+        return y, y
+
+    def path_parameter_names(self, depth: int, row: np.ndarray) -> tuple[str, ...]:
+        self.name_calls += 1
+        names = []
+        for j in self.uses[depth]:
+            op = self.layers[depth][str(j)][int(row[j])]
+            names += [f"layers.{depth}.{j}.{int(row[j])}.{n}" for n, _ in op.named_parameters()]
+        return tuple(names)
 
 
 def epoch_states(model: nn.Module, epochs: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
@@ -57,10 +95,44 @@ def epoch_states(model: nn.Module, epochs: int, seed: int = 0) -> list[dict[str,
     return states
 
 
+def keyed_states(model: nn.Module, epochs: int, drift: float = 0.3) -> list[dict[str, torch.Tensor]]:
+    """Per-epoch state dicts whose floating entries depend only on each key's
+    name and shape (seeded by crc32 of the key), not on how the module was
+    built: weights ~ N(0, 1/fan_in), BatchNorm weights and running variances
+    around 1, drifting by ``drift`` of their scale per epoch."""
+    base = model.state_dict()
+    states: list[dict[str, torch.Tensor]] = [{} for _ in range(epochs)]
+    for key in sorted(base):
+        value = base[key]
+        if not value.is_floating_point():
+            for state in states:
+                state[key] = value.clone()
+            continue
+        gen = torch.Generator().manual_seed(zlib.crc32(key.encode()))
+        scale = (1.0 / max(1, value[0].numel())) ** 0.5 if value.dim() > 1 else 0.1
+        current = scale * torch.randn(value.shape, generator=gen, dtype=torch.float64)
+        if key.endswith("running_var"):
+            current = 1.0 + current.abs()
+        elif value.dim() == 1 and key.endswith("weight"):
+            current = 1.0 + current
+        for state in states:
+            state[key] = current.to(value.dtype).clone()
+            current = current + drift * scale * torch.randn(value.shape, generator=gen, dtype=torch.float64)
+            if key.endswith("running_var"):
+                current = current.abs()
+    return states
+
+
 @pytest.fixture
-def tiny_supernet() -> TinySupernet:
+def fake_supernet() -> FakeSupernet:
     torch.manual_seed(0)
-    return TinySupernet()
+    return FakeSupernet()
+
+
+@pytest.fixture
+def cell_like_supernet() -> FakeSupernet:
+    torch.manual_seed(0)
+    return FakeSupernet(((0, 1), (0, 1), (2, 3), (0, 1)))
 
 
 @pytest.fixture
@@ -73,4 +145,3 @@ def probe_batches() -> list[torch.Tensor]:
 def random_archs() -> np.ndarray:
     rng = np.random.default_rng(0)
     return np.unique(rng.integers(0, 3, size=(40, 4)), axis=0)
-

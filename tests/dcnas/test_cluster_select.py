@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nas_core.dcnas.cluster import cluster_features
-from nas_core.dcnas.select import best_per_cluster, eq9_scores, final_choice, top_per_cluster
+from nas_core.dcnas.select import best_per_cluster, final_choice, top_per_cluster
 
 
 def blobs(n_per: int = 30, seed: int = 0) -> np.ndarray:
@@ -47,16 +47,12 @@ def test_k1_degenerates_to_global_selection():
     assert best_per_cluster(res.labels, scores).tolist() == [int(np.argmax(scores))]
 
 
-def test_eq9_picks_maximum_probability_member():
-    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
-    archs = np.array([[0, 1, 0], [2, 2, 2], [0, 0, 0], [1, 1, 1], [2, 1, 0], [0, 1, 1]])
+def test_best_per_cluster_picks_the_highest_score_member():
     labels = np.array([0, 0, 0, 1, 1, 1])
-    scores = eq9_scores(archs, probs)
-    np.testing.assert_allclose(scores, [1.8, 0.45, 1.3, 1.25, 1.3, 1.55])
+    scores = np.array([1.8, 0.45, 1.3, 1.25, 1.3, 1.55])  # e.g. Eq. 9 scores from the space's score()
     assert best_per_cluster(labels, scores).tolist() == [0, 5]
-    logs = eq9_scores(archs, probs, log=True)
-    np.testing.assert_allclose(logs[0], np.log(0.6 * 0.7 * 0.5))
-    assert best_per_cluster(labels, logs).tolist() == [0, 5]
+    assert best_per_cluster(labels, np.log(scores)).tolist() == [0, 5]
+    assert top_per_cluster(labels, scores, 2).tolist() == [[0, 2], [5, 4]]
 
 
 def test_ties_go_to_lowest_index_and_top_m_pads():

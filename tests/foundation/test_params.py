@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from flows.cli import main
-from nas_core.config import Params, load_params
+from nas_core.config import Params, apply_overrides, load_params
+from nas_core.spaces import SPACES
+from nas_core.strategies import STRATEGIES
 from tests.conftest import REPO
 
 BASE = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -39,9 +41,16 @@ BAD = [
     ({"runtime.seed": -1}, ["runtime.seed", "-1", "greater than or equal to 0"]),
     ({"runtime.task_runner": "spark"}, ["runtime.task_runner", "'spark'", "'thread', 'dask' or 'ray'"]),
     ({"tracking.retries": "many"}, ["tracking.retries", "'many'", "integer"]),
-    ({"pretrain.epochs": 3, "pretrain.warmup_epochs": 3}, ["pretrain.warmup_epochs", "3", "< pretrain.epochs (3)"]),
+    ({"strategies.fbnet.epochs": 3, "strategies.fbnet.warmup_epochs": 3},
+     ["strategies.fbnet.warmup_epochs", "3", "strategies.fbnet.epochs = 3"]),
+    ({"search.strategy": "dartz"}, ["search.strategy", "'dartz'", "did you mean 'darts'"]),
+    ({"search.space": "cell"}, ["search.space", "'cell'", "strategy 'fbnet' searches layerwise"]),
+    ({"strategies.pc_darts.w_lrr": 0.1}, ["strategies.pc_darts.w_lrr", "did you mean 'strategies.pc_darts.w_lr'"]),
+    ({"strategies.pc_darts.init_channels": 6}, ["strategies.pc_darts", "pc_k"]),
+    ({"spaces.cell.op_set": "S9"}, ["spaces.cell.op_set", "'S9'"]),
+    ({"spaces.layerwise.preset": "digitz"}, ["spaces.layerwise.preset", "did you mean 'digits'"]),
     ({"dcnas_sample.num_samples": 4, "dcnas_cluster.k": 5}, ["dcnas_cluster.k", "5", "<= dcnas_sample.num_samples (4)"]),
-    ({"pretrain.epochs": 4, "dcnas_features.epochs": [1, 9]}, ["dcnas_features.epochs", "[1, 9]", "pretrain.epochs (4)"]),
+    ({"dcnas_features.epochs": [3, 1]}, ["dcnas_features.epochs", "[3, 1]", "increasing"]),
     ({"data.holdout_test_fraction": 0.5, "subset.val_fraction": 0.45}, ["subset.val_fraction", "0.45", "10%"]),
     ({"data.source": "mnits"}, ["data.source", "'mnits'", "did you mean 'mnist'"]),
     ({"subset.probe_size": 100000}, ["subset.probe_size", "100000", "size of D~"]),
@@ -67,6 +76,15 @@ def test_committed_params_are_valid_and_complete():
     params = load_params(REPO / "params.yaml")
     assert isinstance(params, Params)
     assert params.data.source == "digits"
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert sorted(raw["strategies"]) == STRATEGIES.names()  # every registered strategy has its section
+    assert sorted(raw["spaces"]) == SPACES.names()
+
+
+def test_overriding_the_strategy_moves_the_space_to_one_it_searches():
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert apply_overrides(raw, {"search.strategy": "darts"})["search"] == {"strategy": "darts", "space": "cell"}
+    assert apply_overrides(raw, {"search.strategy": "fbnet"})["search"]["space"] == "layerwise"
 
 
 def test_missing_params_file_named(tmp_path, capsys):

@@ -80,3 +80,33 @@ def test_tools_env_puts_the_interpreters_scripts_first_once():
     scripts = str(Path(sys.executable).parent)
     env = tools_env({"PATH": os.pathsep.join(["/usr/bin", scripts, "/bin"]), "OTHER": "kept"})
     assert env["PATH"].split(os.pathsep) == [scripts, "/usr/bin", "/bin"] and env["OTHER"] == "kept"
+
+
+TINY_CELL_RUN = {"search.strategy": "pc_darts", "subset.fraction": 0.1, "subset.probe_size": 16,
+                 "strategies.pc_darts.epochs": 2, "strategies.pc_darts.cells": 3,
+                 "strategies.pc_darts.init_channels": 4, "strategies.pc_darts.pc_k": 2,
+                 "strategies.pc_darts.warmup_epochs": 0, "spaces.cell.final_cells": 3,
+                 "spaces.cell.final_channels": 4, "dcnas_sample.num_samples": 20, "dcnas_cluster.k": 2,
+                 "dcnas_cluster.silhouette_sample": 10, "evaluate.epochs": 1, "retrain.epochs": 1}
+
+
+def test_the_whole_dag_runs_with_another_strategy_and_reruns_only_what_its_space_reads(project, prefect_server):
+    """`nasflow pipeline --set search.strategy=pc_darts`: the space follows
+    the strategy (cell), every stage runs through DVC, N* is registered; a
+    change to the layer-wise space's code leaves this run up to date, a
+    change to the cell space's code reruns it from pretrain on."""
+    result = nas_pipeline(root=str(project), overrides=TINY_CELL_RUN)
+    assert set(result["stages"].values()) == {"ran"} and "dcnas_features" in result["stages"]
+    assert "space: cell" in (project / "params.yaml").read_text()
+    chosen = json.loads((project / "artifacts" / "retrain" / "chosen.json").read_text())
+    assert chosen["genotype"]["space"] == "cell" and chosen["registered_version"] == "1"
+    assert "up to date" in sh("dvc", "status", cwd=project).stdout
+
+    with open(project / "nas_core" / "spaces" / "layerwise" / "space.py", "a") as f:
+        f.write("\n# an edit to another space\n")
+    assert "up to date" in sh("dvc", "status", cwd=project).stdout
+    with open(project / "nas_core" / "spaces" / "cell" / "space.py", "a") as f:
+        f.write("\n# an edit to this space\n")
+    changed = sh("dvc", "status", cwd=project).stdout
+    assert {"pretrain:", "search:", "dcnas_sample:", "retrain:"} <= set(changed.split())
+    assert "subset:" not in changed.split()

@@ -3,7 +3,7 @@ real 8×8 digits: run as a plain process or under `torchrun`; rank 0 saves
 α (and β; α of normal cells after each epoch), the history and whether the architecture parameters were
 identical on every rank after each epoch.
 
-usage: ddp_cell.py OUT.pt STRATEGY [--order 2] [--exact]
+usage: ddp_cell.py OUT.pt STRATEGY [--order 2] [--exact]   (--order: strategies that have the key)
 
 ``--exact`` leaves out what is expected to differ from a one-process run:
 BatchNorm (identity in place of every BatchNorm2d; on the CPU each rank
@@ -16,11 +16,10 @@ import argparse
 
 import torch
 
-from nas_core.spaces.cell import CellSpace
-from nas_core.strategies import STRATEGIES
-from nas_core.strategies.data_parallel import data_parallel, shard_search_data
+from nas_core.strategies import STRATEGIES, create_strategy
+from nas_core.strategies.data_parallel import shard_search_data
 from nas_core.train import distributed as ddp
-from tests.strategies.darts_helpers import digits_data, tiny_config
+from tests.strategies.darts_helpers import digits_data, tiny_params, tiny_space
 
 
 class ArchCheck:
@@ -37,10 +36,12 @@ def main(args: argparse.Namespace) -> None:
     device = ddp.init_from_env(torch.device("cpu"))
     torch.set_num_threads(1)
     torch.manual_seed(0)  # the loaders shuffle with the global RNG
-    space = CellSpace("darts", input_channels=1, num_classes=10)
-    exact = {"skip_dropout": [0.0, 0.0]} if args.exact else {}
-    config = tiny_config(order=args.order, epochs=2, w_lr=0.05, **exact)
-    strategy = data_parallel(STRATEGIES.get(args.strategy))(space, config, device, seed=0)
+    keys = STRATEGIES.get(args.strategy).Config.model_fields
+    extra = {"order": args.order} if "order" in keys else {}
+    if args.exact and "skip_dropout" in keys:
+        extra["skip_dropout"] = [0.0, 0.0]
+    params = tiny_params(args.strategy, epochs=2, w_lr=0.05, **extra)
+    strategy = create_strategy(args.strategy, tiny_space(), params, device, seed=0)  # torchrun: the variant
     check = ArchCheck()
     result = strategy.run(shard_search_data(digits_data(n_w=48, n_a=32, n_val=16, batch=16)), [check])
     if ddp.is_main():

@@ -17,13 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from nas_core.config import PretrainConfig
-from nas_core.cost.latency import LatencyTable
 from nas_core.runtime import seed_everything
 from nas_core.spaces import make_space
-from nas_core.strategies.base import SearchData
-from nas_core.strategies.data_parallel import data_parallel, shard_search_data
-from nas_core.strategies.fbnet import FBNetStrategy
+from nas_core.spaces.layerwise import LatencyTable
+from nas_core.strategies import SearchData, create_strategy
+from nas_core.strategies.data_parallel import shard_search_data
 from nas_core.train import distributed as ddp
 from nas_core.train.loop import make_loader
 
@@ -35,7 +33,7 @@ class ThetaCheck:
         self.same: list[bool] = []
 
     def on_epoch_end(self, strategy, epoch, metrics) -> None:
-        self.same.append(ddp.same_on_all_ranks(strategy.net.theta.detach()))
+        self.same.append(ddp.same_on_all_ranks(strategy.supernet.theta.detach()))
 
 
 def tiny_data() -> tuple[TensorDataset, TensorDataset]:
@@ -48,13 +46,13 @@ def main(out: str) -> None:
     device = ddp.init_from_env(torch.device("cpu"))
     torch.set_num_threads(1)
     seed_everything(0)
-    space = make_space("fbnet", "digits", (1, 8, 8), 10)
+    space = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)
     ms = np.linspace(0.5, 2.0, space.num_layers * space.num_ops).reshape(space.num_layers, space.num_ops)
     latency = LatencyTable(space.name, space.preset, tuple(space.input_shape), tuple(space.op_names), "cpu", ms)
-    config = PretrainConfig(epochs=2, warmup_epochs=1, batch_size=BATCH)
+    config = {"epochs": 2, "warmup_epochs": 1, "batch_size": BATCH}
     train_w, train_a = tiny_data()
     data = SearchData(make_loader(train_w, BATCH, True, 0), make_loader(train_a, BATCH, True, 1))
-    strategy = data_parallel(FBNetStrategy)(space, config, device, 0, latency=latency)
+    strategy = create_strategy("fbnet", space.with_latency(latency), config, device, 0)  # torchrun: DistributedFBNet
     check = ThetaCheck()
     result = strategy.run(shard_search_data(data), [check])
     if ddp.is_main():

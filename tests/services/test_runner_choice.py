@@ -8,7 +8,8 @@ import pytest
 import torch
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.runners import local_cluster_kwargs, make_task_runner, worker_device
+from flows.runners import local_cluster_kwargs, make_task_runner
+from tasks.placement import worker_device
 from nas_core.config import RuntimeConfig
 
 

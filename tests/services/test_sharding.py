@@ -6,10 +6,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from nas_core.strategies.data_parallel import data_parallel
+from nas_core.spaces import make_space
+from nas_core.strategies import SearchData, create_strategy
+from nas_core.strategies.data_parallel import shard_search_data
+from nas_core.strategies.fbnet import DistributedFBNet, FBNetStrategy
 from nas_core.train.distributed import shard_loader
 from nas_core.train.loop import make_loader, reseed
-from nas_core.strategies.fbnet import FBNetStrategy
 
 
 def labels(loader) -> list[list[int]]:
@@ -47,4 +49,8 @@ def test_unsplittable_batch_is_a_clear_error():
 def test_one_process_changes_nothing():
     loader = make_loader(TensorDataset(torch.zeros(8, 1), torch.arange(8)), 4, True)
     assert shard_loader(loader) is loader
-    assert data_parallel(FBNetStrategy) is FBNetStrategy
+    data = shard_search_data(SearchData(loader, loader, loader))
+    assert data.train_w is loader and data.train_a is loader and data.val is loader
+    space = make_space("layerwise", None, (1, 8, 8), 10)
+    assert type(create_strategy("fbnet", space, {"epochs": 2, "warmup_epochs": 1})) is FBNetStrategy
+    assert FBNetStrategy.data_parallel() is DistributedFBNet  # what create_strategy builds under torchrun

@@ -74,7 +74,8 @@ def test_pretrain_stage_under_torchrun_checkpoints_from_rank_0(template_project,
     project = copy_project(template_project, tmp_path / "project")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runtime"].update(device="cpu", threads=1)
-    params["pretrain"].update(epochs=2, warmup_epochs=1, batch_size=32, latency_repeats=1)
+    params["strategies"]["fbnet"].update(epochs=2, warmup_epochs=1, batch_size=32)
+    params["spaces"]["layerwise"]["latency_repeats"] = 1
     (project / "params.tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("nasflow", "stage", "subset", "--params", "params.tiny.yaml", cwd=project)
     cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -131,13 +132,13 @@ def test_child_training_with_batchnorm_stays_identical_across_ranks(tmp_path):
 def finalist_genotypes(project: Path, count: int) -> list[dict]:
     from nas_core.config import load_params
     from nas_core.data import load_source
-    from nas_core.spaces import Genotype, make_space
+    from nas_core.spaces import make_space
 
     params = load_params(project / "params.tiny.yaml")
     source = load_source(params.data, project)
-    space = make_space(params.pretrain.space, params.pretrain.preset, source.input_shape, source.num_classes)
-    return [Genotype(space.name, space.preset, tuple(space.op_names[(i + j) % space.num_ops]
-                                                     for j in range(space.num_layers))).to_dict()
+    space = make_space("layerwise", params.spaces.layerwise, source.input_shape, source.num_classes)
+    return [{"space": space.name, "preset": space.preset,
+             "ops": [space.op_names[(i + j) % space.num_ops] for j in range(space.num_layers)]}
             for i in range(count)]
 
 
@@ -149,14 +150,14 @@ def stage_inputs(project: Path) -> None:
 
     sh("nasflow", "stage", "subset", "--params", "params.tiny.yaml", cwd=project)
     genotypes = finalist_genotypes(project, 5)
-    candidates = [{"index": i, "ops": list(g["ops"]), "eq9": 1.0 - i % 2, "genotype": g}
+    candidates = [{"index": i, "label": " | ".join(g["ops"]), "eq9": 1.0 - i % 2, "genotype": g}
                   for i, g in enumerate(genotypes[:4])]
     clusters = [{"cluster": c, "size": 10, "candidates": candidates[2 * c:2 * c + 2]} for c in range(2)]
     write_json(project / "artifacts" / "dcnas_cluster" / "representatives.json", {"clusters": clusters})
     write_json(project / "artifacts" / "search" / "genotype.json", genotypes[4])
 
 
-def test_cell_search_stage_under_torchrun_checkpoints_from_rank_0(template_project, tmp_path):
+def test_cell_supernet_pretrain_under_torchrun_checkpoints_from_rank_0(template_project, tmp_path):
     import json
 
     import yaml
@@ -167,18 +168,20 @@ def test_cell_search_stage_under_torchrun_checkpoints_from_rank_0(template_proje
     project = copy_project(template_project, tmp_path / "project")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runtime"].update(device="cpu", threads=1)
-    params["search"]["strategy"] = "pc_darts"
-    params["search"]["cell"] = {"cells": 3, "init_channels": 4, "epochs": 2, "batch_size": 32, "pc_k": 2,
-                                "final_cells": 4, "final_channels": 4}
+    params["search"].update(strategy="pc_darts", space="cell")
+    params["strategies"]["pc_darts"].update(cells=3, init_channels=4, epochs=2, batch_size=32, pc_k=2,
+                                            warmup_epochs=0)
+    params["spaces"]["cell"].update(final_cells=4, final_channels=4)
     (project / "params.tiny.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("nasflow", "stage", "subset", "--params", "params.tiny.yaml", cwd=project)
-    run_under_torchrun(project, "search")
-    out = project / "artifacts" / "search"
-    assert json.loads((out / "genotype.json").read_text())["normal"]
-    assert sorted(p.name for p in (out / "checkpoints").glob("*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
+    run_under_torchrun(project, "pretrain")
+    checkpoints = project / "artifacts" / "pretrain" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("*.pt")) == ["epoch_001.pt", "epoch_002.pt"]
+    sh("nasflow", "stage", "search", "--params", "params.tiny.yaml", cwd=project)
+    assert json.loads((project / "artifacts" / "search" / "genotype.json").read_text())["normal"]
     client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlflow.db")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              "tags.`nasflow.stage` = 'search'")
+                              "tags.`nasflow.stage` = 'pretrain'")
     assert len(runs) == 1 and "skip_normal" in runs[0].data.metrics  # rank 1 logged nothing
 
 

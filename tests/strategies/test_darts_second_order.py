@@ -18,7 +18,7 @@ def _setup():
     strategy = make("darts", op_set="S5", cells=3, init_channels=4, order=2)
     data = digits_data(n_w=8, n_a=8, batch=8)
     strategy.setup(data)
-    strategy.net.double()
+    strategy.supernet.double()
     strategy.arch.double()
     xw, yw = next(iter(data.train_w))
     xa, ya = next(iter(data.train_a))
@@ -27,7 +27,7 @@ def _setup():
 
 def _unrolled_objective(strategy, xw, yw, xa, ya):
     """L_val(w - xi * grad_w L_train(w, alpha), alpha), differentiable in alpha."""
-    w = dict(strategy.net.named_parameters())
+    w = dict(strategy.supernet.named_parameters())
     train_loss, _ = strategy._loss(xw, yw, w)
     g = torch.autograd.grad(train_loss, list(w.values()), create_graph=True)
     w1 = {n: p - XI * gi for (n, p), gi in zip(w.items(), g)}

@@ -1,17 +1,20 @@
-"""LayerwiseSupernet: mixture forward, single-path forward, theta."""
+"""LayerwiseSupernet: mixture forward, single-path forward, theta, and the
+Supernet protocol DC-NAS uses."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from nas_core.spaces import make_space
 from nas_core.supernet import LayerwiseSupernet
+from nas_core.supernet.base import Supernet
 
 
 @pytest.fixture(scope="module")
 def net() -> LayerwiseSupernet:
     torch.manual_seed(0)
-    return LayerwiseSupernet(make_space("fbnet", "digits", (1, 8, 8), 10)).eval()
+    return LayerwiseSupernet(make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)).eval()
 
 
 def test_shapes_and_uniform_start(net: LayerwiseSupernet) -> None:
@@ -54,3 +57,36 @@ def test_weight_parameters_exclude_theta(net: LayerwiseSupernet) -> None:
 def test_bad_paths_are_clear_errors(net: LayerwiseSupernet, path: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         net.forward_path(torch.randn(1, 1, 8, 8), path)
+
+
+def test_path_protocol_gives_the_single_path_logits(net: LayerwiseSupernet) -> None:
+    assert isinstance(net, Supernet)
+    x, row = torch.randn(2, 1, 8, 8), np.array([0, 8, 3, 1, 7, 5], dtype=np.int8)
+    assert net.path_depth() == 6 and [net.path_prefix(d) for d in range(6)] == [1, 2, 3, 4, 5, 6]
+    with torch.no_grad():
+        state = net.path_begin(x)
+        for depth in range(net.path_depth()):
+            state, out = net.path_step(depth, state, row)
+            assert out is state and out.shape[0] == 2
+        assert torch.equal(net.head(state), net.forward_path(x, row.tolist()))
+
+
+def test_path_parameter_names_are_the_ops_state_dict_keys(net: LayerwiseSupernet) -> None:
+    row = np.array([2, 8, 8, 0, 0, 0])
+    keys = set(net.state_dict())
+    names = net.path_parameter_names(0, row)
+    assert names and set(names) <= keys and all(n.startswith("layers.0.ops.2.") for n in names)
+    assert len(names) == len(list(net.layers[0].ops[2].parameters()))
+    assert net.path_parameter_names(2, row) == ()  # skip keeps the shape at layer 2: identity, no parameters
+    assert all(n.startswith("layers.1.ops.8.") for n in net.path_parameter_names(1, row))  # strided skip: 1x1 conv
+
+
+def test_check_rows(net: LayerwiseSupernet) -> None:
+    rows = net.check_rows(np.zeros((3, 6), dtype=np.int8))
+    assert rows.dtype == np.int64 and rows.shape == (3, 6)
+    with pytest.raises(ValueError, match="have 5 layers but the supernet has 6"):
+        net.check_rows(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match=r"layer 3: op index 9 out of range 0\.\.8"):
+        net.check_rows(np.array([[0, 0, 0, 9, 0, 0]]))
+    with pytest.raises(ValueError, match="non-empty"):
+        net.check_rows(np.zeros((0, 6)))

@@ -6,29 +6,32 @@ import os
 
 import pytest
 
-from flows.fanout import fan_out, threads_per_task
+from flows.fanout import fan_out
 from nas_core.config import RuntimeConfig
+from nas_core.spaces import make_space
 from nas_core.train.fit import FitSettings
 from tasks.dcnas_train import TrainJob
 from tasks.evaluate import evaluate_cluster
-from tests.tasks.dcnas_project import make_dcnas_project, tiny_params
+from tasks.placement import threads_per_task
+from tests.tasks.stage_project import make_project, tiny_params
 
 pytestmark = pytest.mark.slow
 
 
 def jobs_for(root, params):
+    space = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)
     settings = FitSettings(epochs=1, batch_size=64, lr=0.05, seed=3)
     ops = [["k3_e1", "skip", "k5_e3", "skip", "k3_e6", "skip"], ["skip", "k3_e3", "skip", "k5_e1", "skip", "k3_e1"]]
-    return [[TrainJob(name=f"c{i}", genotype={"space": "fbnet", "preset": "digits", "ops": o}, space="fbnet",
-                      preset="digits", settings=settings, data=params.data, project_root=str(root),
+    return [[TrainJob(name=f"c{i}", space=space, genotype={"space": "layerwise", "preset": "digits", "ops": o},
+                      settings=settings, data=params.data, project_root=str(root),
                       subset_dir=str(root / "artifacts" / "subset"), train_split="subset", threads=1)]
             for i, o in enumerate(ops)]
 
 
 def test_dask_local_cluster_matches_thread_pool(tmp_path, prefect_server, monkeypatch):
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
-    params = tiny_params()
-    root = make_dcnas_project(tmp_path / "project", params)
+    params = tiny_params(subset={"fraction": 0.5})
+    root = make_project(tmp_path / "project", params)
     jobs = jobs_for(root, params)
     threaded = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="thread", max_workers=2))
     dasked = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="dask", dask_n_workers=2))

@@ -1,5 +1,6 @@
-"""pretrain and search (fbnet) stage functions on a tiny digits project:
-outputs, MLflow curves, resume-as-no-op, argmax genotype of the saved theta."""
+"""pretrain and search stage functions with FBNet on a tiny digits project:
+outputs, MLflow curves, resume-as-no-op, the argmax genotype of the saved
+theta, one strategy's files in the persistent output."""
 from __future__ import annotations
 
 import csv
@@ -10,25 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from nas_core.data import DataError, load_source, make_splits, write_splits
-from nas_core.spaces import Genotype
+from nas_core.data import DataError
+from nas_core.spaces.layerwise import FBNET_OP_NAMES
 from nas_core.train import list_checkpoints, load_checkpoint
 from tasks import pretrain, search
-from tests.conftest import REPO
-from tests.tasks.dcnas_project import stage_context, tiny_params
+from tasks.pretrain import OWNER_FILE, keep_one_owner
+from tests.tasks.stage_project import make_project, stage_context, tiny_params
 from tests.train.one_thread import one_thread  # noqa: F401
 
 PARAMS = tiny_params(subset={"fraction": 0.25, "probe_size": 32},
-                     pretrain={"epochs": 3, "warmup_epochs": 1, "batch_size": 32, "latency_repeats": 1})
+                     strategies={"fbnet": {"epochs": 3, "warmup_epochs": 1, "batch_size": 32}})
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("fbnet_project")
-    (root / "data").symlink_to(REPO / "data")
-    source = load_source(PARAMS.data, root)
-    splits = make_splits(source.train_targets, source.test_targets, PARAMS.data, PARAMS.subset, PARAMS.runtime.seed)
-    write_splits(splits, source, root / "artifacts" / "subset", PARAMS.runtime.seed)
+    root = make_project(tmp_path_factory.mktemp("fbnet_project"), PARAMS)
     torch.manual_seed(0)
     ctx = stage_context(root, PARAMS, "pretrain")
     metrics = pretrain.run(PARAMS, ctx)
@@ -67,24 +64,29 @@ def test_rerun_of_a_finished_pretrain_trains_nothing(project: Path) -> None:
 def test_fbnet_search_derives_the_argmax_of_the_saved_theta(project: Path) -> None:
     metrics = search.run(PARAMS, stage_context(project, PARAMS, "search"))
     out = project / "artifacts" / "search"
-    genotype = Genotype.from_json((out / "genotype.json").read_text())
-    theta = load_checkpoint(project / "artifacts" / "pretrain" / "checkpoints" / "epoch_003.pt")["model"]["theta"]
-    assert genotype.ops == tuple(pretrain_op_names()[i] for i in theta.argmax(1).tolist())
-    rows = list(csv.reader((out / "probabilities.csv").open()))
-    assert rows[0] == ["layer", *pretrain_op_names()] and len(rows) == 7
-    assert np.allclose([sum(map(float, r[1:])) for r in rows[1:]], 1.0, atol=1e-4)
+    genotype = json.loads((out / "genotype.json").read_text())
+    theta = load_checkpoint(project / "artifacts" / "pretrain" / "checkpoints" / "epoch_003.pt")["supernet"]["theta"]
+    assert genotype["ops"] == [FBNET_OP_NAMES[i] for i in theta.argmax(1).tolist()]
+    rows = list(csv.reader((out / "layers.csv").open()))
+    assert len(rows) == 7 and np.allclose([sum(map(float, r[1:])) for r in rows[1:]], 1.0, atol=1e-4)
     cost = json.loads((out / "cost.json").read_text())
-    assert cost["flops"] == metrics["flops"] > 0 and cost["latency_ms"] > 0 and cost["checkpoint_epoch"] == 3
-    assert (out / "theta_heatmap.png").stat().st_size > 1000
+    assert cost["flops"] == metrics["flops"] > 0 and cost["latency_ms"] > 0
+    assert (out / "theta_heatmap.png").stat().st_size > 1000 and (out / "tables.png").stat().st_size > 1000
 
 
-def test_search_before_pretrain_finished_is_a_clear_error(tmp_path: Path, project: Path) -> None:
-    params = tiny_params(subset=dict(PARAMS.subset.model_dump()), pretrain={"epochs": 5, "warmup_epochs": 1})
-    with pytest.raises(DataError, match="newest good checkpoint is epoch 3 of pretrain.epochs = 5"):
+def test_search_before_pretrain_finished_is_a_clear_error(project: Path) -> None:
+    params = tiny_params(subset=dict(PARAMS.subset.model_dump()),
+                         strategies={"fbnet": {"epochs": 5, "warmup_epochs": 1, "batch_size": 32}})
+    with pytest.raises(DataError, match="newest good checkpoint is epoch 3 of 5"):
         search.run(params, stage_context(project, params, "search"))
 
 
-def pretrain_op_names() -> list[str]:
-    from nas_core.spaces import FBNET_OP_NAMES
-
-    return list(FBNET_OP_NAMES)
+def test_switching_strategy_empties_the_persistent_output(tmp_path: Path) -> None:
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch_001.pt").write_bytes(b"state")
+    keep_one_owner(tmp_path, "fbnet on layerwise")
+    assert (tmp_path / "checkpoints" / "epoch_001.pt").is_file()  # first run: nothing to remove
+    keep_one_owner(tmp_path, "fbnet on layerwise")
+    assert (tmp_path / "checkpoints" / "epoch_001.pt").read_bytes() == b"state"  # same owner: resumable
+    keep_one_owner(tmp_path, "pc_darts on cell")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [OWNER_FILE]

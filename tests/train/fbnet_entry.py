@@ -14,11 +14,10 @@ import torch
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset, TensorDataset
 
-from nas_core.config import PretrainConfig
-from nas_core.cost import flops_latency_table
 from nas_core.runtime import seed_everything
 from nas_core.spaces import make_space
-from nas_core.strategies import STRATEGIES, SearchData
+from nas_core.spaces.layerwise import flops_latency_table
+from nas_core.strategies import SearchData, create_strategy
 from nas_core.train import make_loader, run_resumable
 
 SEED = 3
@@ -46,18 +45,18 @@ class NanAfter(Dataset):
         return (x * float("nan") if self.armed else x), y
 
 
-def tiny_config(epochs: int) -> PretrainConfig:
-    return PretrainConfig(epochs=epochs, warmup_epochs=1, batch_size=32, w_lr=0.05, theta_lr=0.05)
+def tiny_config(epochs: int) -> dict:
+    return {"epochs": epochs, "warmup_epochs": 1, "batch_size": 32, "w_lr": 0.05, "theta_lr": 0.05}
 
 
 def make_strategy(epochs: int, train_w: Dataset | None = None):
     """(strategy, data) for the digits preset on the CPU, fixed latency table."""
     seed_everything(SEED)
     ds_w, ds_a = tiny_datasets()
-    space = make_space("fbnet", "digits", (1, 8, 8), 10)
+    space = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)
     data = SearchData(make_loader(train_w or ds_w, 32, True), make_loader(ds_a, 32, True))
-    strategy = STRATEGIES.get("fbnet")(space, tiny_config(epochs), torch.device("cpu"), SEED,
-                                       latency=flops_latency_table(space))
+    strategy = create_strategy("fbnet", space.with_latency(flops_latency_table(space)), tiny_config(epochs),
+                               torch.device("cpu"), SEED)
     strategy.progress = None
     return strategy, data
 

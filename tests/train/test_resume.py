@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fbnet_entry import FINGERPRINT, NanAfter, make_strategy, tiny_datasets
-from nas_core.strategies.base import NonFiniteLossError
+from nas_core.train.loop import NonFiniteLossError
 from nas_core.train import (CorruptCheckpointWarning, list_checkpoints, load_checkpoint, run_resumable)
 
 EPOCHS = 4
@@ -44,12 +44,12 @@ def train(directory: Path, callbacks=()) -> None:
 def assert_same_final_state(a: Path, b: Path) -> None:
     sa = load_checkpoint(a / f"epoch_{EPOCHS:03d}.pt")
     sb = load_checkpoint(b / f"epoch_{EPOCHS:03d}.pt")
-    assert sa["model"].keys() == sb["model"].keys()
-    for key in sa["model"]:
-        assert torch.equal(sa["model"][key], sb["model"][key]), key
+    assert sa["supernet"].keys() == sb["supernet"].keys()
+    for key in sa["supernet"]:
+        assert torch.equal(sa["supernet"][key], sb["supernet"][key]), key
     assert torch.equal(sa["theta_history"], sb["theta_history"])
     assert sa["history"] == sb["history"]
-    assert not torch.equal(sa["model"]["theta"], torch.zeros_like(sa["model"]["theta"]))
+    assert not torch.equal(sa["supernet"]["theta"], torch.zeros_like(sa["supernet"]["theta"]))
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_earlier_checkpoints(tmp_pa
         run_resumable(strategy, data, tmp_path, FINGERPRINT, [Arm()])
     assert [e for e, _ in list_checkpoints(tmp_path)] == [1, 2]
     for _, path in list_checkpoints(tmp_path):
-        assert torch.isfinite(load_checkpoint(path)["model"]["theta"]).all()
+        assert torch.isfinite(load_checkpoint(path)["supernet"]["theta"]).all()
 
 
 def run_entry(out: Path, *extra: str) -> subprocess.Popen:

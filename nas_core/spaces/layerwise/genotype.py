@@ -1,6 +1,7 @@
 """A layer-wise architecture as a value (STYLE.md 1): frozen, hashable,
 printable, JSON round-trip; op names are checked against the OPS registry,
-never evaluated."""
+never evaluated. :meth:`LayerwiseSpace.genotype_from_dict` also checks that
+a genotype fits the space (preset, layer count, op table)."""
 from __future__ import annotations
 
 import json
@@ -8,19 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas_core.registry import nearest
-from nas_core.spaces.ops import OPS
+from nas_core.spaces.base import GenotypeError
+from nas_core.spaces.layerwise.ops import OPS
 
+SPACE_NAME = "layerwise"
 _KEYS = ("ops", "preset", "space")
 
 
-class GenotypeError(ValueError):
-    """A genotype that is malformed or does not fit its space."""
-
-
 @dataclass(frozen=True)
-class Genotype:
-    """One op name per searchable layer of the layer-wise space
-    ``space``/``preset``."""
+class LayerwiseGenotype:
+    """One op name per searchable layer of the layer-wise space of preset
+    ``preset`` (``space`` is always ``"layerwise"``)."""
 
     space: str
     preset: str
@@ -29,6 +28,8 @@ class Genotype:
     def __post_init__(self) -> None:
         if isinstance(self.ops, list):
             object.__setattr__(self, "ops", tuple(self.ops))
+        if self.space != SPACE_NAME:
+            raise GenotypeError(f"genotype space = {self.space!r}: a layer-wise genotype has space {SPACE_NAME!r}")
         if not isinstance(self.ops, tuple) or not self.ops:
             raise GenotypeError(f"genotype ops = {self.ops!r}: expected a non-empty list of op names")
         for layer, op in enumerate(self.ops):
@@ -48,7 +49,7 @@ class Genotype:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, obj: Any) -> "Genotype":
+    def from_dict(cls, obj: Any) -> "LayerwiseGenotype":
         if not isinstance(obj, dict) or tuple(sorted(obj)) != _KEYS:
             got = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
             raise GenotypeError(f"genotype JSON must be an object with keys {list(_KEYS)}, got {got}")
@@ -57,7 +58,7 @@ class Genotype:
         return cls(str(obj["space"]), str(obj["preset"]), tuple(obj["ops"]))
 
     @classmethod
-    def from_json(cls, text: str) -> "Genotype":
+    def from_json(cls, text: str) -> "LayerwiseGenotype":
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -78,4 +79,5 @@ class Genotype:
                                 f"space {space.name}/{space.preset} has {space.num_layers}")
         extra = sorted(set(self.ops) - set(space.op_names))
         if extra:
-            raise GenotypeError(f"genotype uses ops {extra} that space {space.name} lacks")
+            raise GenotypeError(f"genotype uses ops {extra} that space {space.name} lacks "
+                                f"(allowed: {', '.join(space.op_names)})")

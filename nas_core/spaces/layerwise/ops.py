@@ -26,7 +26,7 @@ Choices where the papers differ or are vague:
 
 Each registered entry is a :class:`BlockOp`: calling it with
 ``(in_channels, out_channels, stride)`` builds the module; its fields
-(kernel, expansion, groups) feed the analytic cost model (nas_core.cost).
+(kernel, expansion, groups) feed the analytic cost model (cost.py).
 """
 from __future__ import annotations
 

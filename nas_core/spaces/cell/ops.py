@@ -8,7 +8,7 @@ weights play the role of the BN scale), ``affine=True`` in final networks.
 
 Choices where the paper is vague:
 - pools are followed by a non-affine BN only in the search supernet (as the
-  DARTS code does in its MixedOp); see :func:`nas_core.supernet.cell.MixedOp`.
+  DARTS code does in its MixedOp); see :class:`nas_core.supernet.cell.MixedOp`.
 - ``skip_connect`` with stride 2 is a :class:`FactorizedReduce` (two offset
   strided 1x1 convs concatenated), as in DARTS.
 - the StacNAS op sets (S2/S3) need ``max_pool_5x5``, ``avg_pool_5x5`` and

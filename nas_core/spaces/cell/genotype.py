@@ -1,4 +1,5 @@
-"""The DARTS cell search space (Liu et al., ICLR 2019).
+"""Genotypes of the DARTS cell space (Liu et al., ICLR 2019) and the DARTS
+derivation rule.
 
 A cell is a DAG with 2 input nodes (the outputs of the two previous cells,
 numbered 0 and 1) and ``NUM_NODES`` = 4 intermediate nodes (2..5); node
@@ -18,23 +19,25 @@ argmax excluding ``none``.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from nas_core.registry import Registry
+from nas_core.registry import Registry, nearest
+from nas_core.spaces.base import GenotypeError
+from nas_core.spaces.cell.ops import CELL_OPS
 
+SPACE_NAME = "cell"
 NUM_NODES = 4
 NUM_INPUTS = 2
 ZERO = "none"
 SKIP = "skip_connect"
+KINDS = ("normal", "reduce")
+NODES = tuple(range(NUM_INPUTS, NUM_INPUTS + NUM_NODES))
 
 # (node, input) per edge: node in 2..5, input in 0..node-1.
-EDGES: tuple[tuple[int, int], ...] = tuple(
-    (node, src) for node in range(NUM_INPUTS, NUM_INPUTS + NUM_NODES) for src in range(node))
+EDGES: tuple[tuple[int, int], ...] = tuple((node, src) for node in NODES for src in range(node))
 NUM_EDGES = len(EDGES)
 
 OP_SETS: Registry[tuple[str, ...]] = Registry("cell op set")
@@ -52,11 +55,12 @@ OP_SETS.register("S5")(("none", "skip_connect", "sep_conv_3x3"))
 
 
 def op_set(name: str) -> tuple[str, ...]:
-    """The op names of a registered set; an unknown name is a clear error."""
+    """The op names of a registered set; an unknown name is a clear error
+    (with the nearest registered name)."""
     try:
         return OP_SETS.get(name)
     except KeyError as exc:
-        raise ValueError(f"search.cell.op_set: {exc}") from None
+        raise ValueError(f"spaces.cell.op_set: {exc}") from None
 
 
 def edge_index(node: int, src: int) -> int:
@@ -69,61 +73,74 @@ def node_edges(node: int) -> range:
     return range(start, start + node)
 
 
-@dataclass(frozen=True)
-class CellSpace:
-    """What a cell strategy needs to know about the space and the data."""
-
-    op_set: str
-    input_channels: int
-    num_classes: int
-
-    @property
-    def op_names(self) -> tuple[str, ...]:
-        return op_set(self.op_set)
-
-
 Cell = tuple[tuple[str, int], ...]
+FULL_CONCAT = NODES
 
 
 @dataclass(frozen=True)
 class CellGenotype:
     """Normal and reduction cell: per intermediate node two ``(op, input)``
-    pairs (node order), plus the concatenated nodes."""
+    pairs with distinct inputs (node order; a node's two pairs are stored
+    ordered by input, so equal architectures are equal values), plus the
+    concatenated nodes. Any registered
+    non-zero op is accepted here; :meth:`CellSpace.genotype_from_dict`
+    also checks the ops belong to the space's op set."""
 
     normal: Cell
     reduce: Cell
-    normal_concat: tuple[int, ...] = tuple(range(NUM_INPUTS, NUM_INPUTS + NUM_NODES))
-    reduce_concat: tuple[int, ...] = tuple(range(NUM_INPUTS, NUM_INPUTS + NUM_NODES))
+    normal_concat: tuple[int, ...] = FULL_CONCAT
+    reduce_concat: tuple[int, ...] = FULL_CONCAT
 
     def __post_init__(self) -> None:
-        for kind in ("normal", "reduce"):
-            cell = tuple((str(op), int(src)) for op, src in getattr(self, kind))
-            object.__setattr__(self, kind, cell)
+        for kind in KINDS:
+            try:
+                cell = tuple((str(op), int(src)) for op, src in getattr(self, kind))
+            except (TypeError, ValueError):
+                raise GenotypeError(f"{kind} cell: expected (op, input) pairs, got {getattr(self, kind)!r}") from None
             _check_cell(kind, cell)
+            object.__setattr__(self, kind, _canonical(cell))
             concat = tuple(int(n) for n in getattr(self, f"{kind}_concat"))
             object.__setattr__(self, f"{kind}_concat", concat)
-            if not concat or any(not NUM_INPUTS <= n < NUM_INPUTS + NUM_NODES for n in concat):
-                raise ValueError(f"{kind}_concat = {concat}: node ids must be in 2..{NUM_INPUTS + NUM_NODES - 1}")
+            if not concat or any(n not in NODES for n in concat):
+                raise GenotypeError(f"{kind}_concat = {concat}: node ids must be in 2..{NODES[-1]}")
 
     def count(self, op: str, kind: str = "normal") -> int:
         return sum(1 for name, _ in getattr(self, kind) if name == op)
 
-    def to_dict(self) -> dict:
-        return {"normal": [list(p) for p in self.normal], "normal_concat": list(self.normal_concat),
+    def ops(self) -> set[str]:
+        return {op for op, _ in self.normal + self.reduce}
+
+    def __str__(self) -> str:
+        parts = []
+        for kind in KINDS:
+            cell = getattr(self, kind)
+            nodes = [" + ".join(f"{op}({src})" for op, src in cell[i:i + NUM_INPUTS])
+                     for i in range(0, len(cell), NUM_INPUTS)]
+            parts.append(f"{kind}: " + " | ".join(nodes))
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": SPACE_NAME,
+                "normal": [list(p) for p in self.normal], "normal_concat": list(self.normal_concat),
                 "reduce": [list(p) for p in self.reduce], "reduce_concat": list(self.reduce_concat)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CellGenotype":
+    def from_dict(cls, data: Any) -> "CellGenotype":
+        """The genotype of ``to_dict()`` output (other keys are ignored)."""
+        if not isinstance(data, dict):
+            raise GenotypeError(f"cell genotype: expected a mapping, got {type(data).__name__}")
+        if data.get("space") != SPACE_NAME:
+            raise GenotypeError(f"cell genotype: 'space' = {data.get('space')!r}, expected {SPACE_NAME!r}")
         missing = {"normal", "reduce"} - set(data)
         if missing:
-            raise ValueError(f"cell genotype: missing keys {sorted(missing)} (have {sorted(data)})")
+            raise GenotypeError(f"cell genotype: missing keys {sorted(missing)} (have {sorted(data)})")
         return cls(normal=tuple(tuple(p) for p in data["normal"]),
                    reduce=tuple(tuple(p) for p in data["reduce"]),
-                   normal_concat=tuple(data.get("normal_concat", range(2, 6))),
-                   reduce_concat=tuple(data.get("reduce_concat", range(2, 6))))
+                   normal_concat=tuple(data.get("normal_concat", FULL_CONCAT)),
+                   reduce_concat=tuple(data.get("reduce_concat", FULL_CONCAT)))
 
     @classmethod
     def from_json(cls, text: str) -> "CellGenotype":
@@ -131,17 +148,31 @@ class CellGenotype:
 
 
 def _check_cell(kind: str, cell: Cell) -> None:
-    from nas_core.spaces.cell_ops import CELL_OPS
-
     if len(cell) != NUM_INPUTS * NUM_NODES:
-        raise ValueError(f"{kind} cell: expected {NUM_INPUTS * NUM_NODES} (op, input) pairs, got {len(cell)}")
+        raise GenotypeError(f"{kind} cell: expected {NUM_INPUTS * NUM_NODES} (op, input) pairs, got {len(cell)}")
+    allowed = [n for n in CELL_OPS.names() if n != ZERO]
     for i, (op, src) in enumerate(cell):
         node = NUM_INPUTS + i // NUM_INPUTS
-        if op not in CELL_OPS or op == ZERO:
-            raise ValueError(f"{kind} cell, node {node}: op {op!r} is not allowed "
-                             f"(allowed: {', '.join(n for n in CELL_OPS.names() if n != ZERO)})")
+        if op not in allowed:
+            raise GenotypeError(f"{kind} cell, node {node}: op {op!r} is not allowed"
+                                f"{did_you_mean(op, allowed)} (allowed: {', '.join(allowed)})")
         if not 0 <= src < node:
-            raise ValueError(f"{kind} cell, node {node}: input {src} must be in 0..{node - 1}")
+            raise GenotypeError(f"{kind} cell, node {node}: input {src} must be in 0..{node - 1}")
+    for i in range(0, len(cell), NUM_INPUTS):
+        if cell[i][1] == cell[i + 1][1]:
+            raise GenotypeError(f"{kind} cell, node {NUM_INPUTS + i // NUM_INPUTS}: both pairs read input "
+                                f"{cell[i][1]}; a node has two distinct inputs")
+
+
+def _canonical(cell: Cell) -> Cell:
+    """Each node's two pairs ordered by input (the same architecture, one value)."""
+    return tuple(pair for i in range(0, len(cell), NUM_INPUTS)
+                 for pair in sorted(cell[i:i + NUM_INPUTS], key=lambda p: p[1]))
+
+
+def did_you_mean(name: str, choices: Sequence[str]) -> str:
+    hint = nearest(name, list(choices))
+    return f"; did you mean {hint!r}?" if hint else ""
 
 
 def derive_cell(weights: np.ndarray, op_names: Sequence[str] | Sequence[Sequence[str]]) -> Cell:
@@ -206,99 +237,3 @@ def derive_genotype(normal: np.ndarray, reduce: np.ndarray, op_names,
     normal_cell, _ = cap_skips(normal, op_names, skip_cap)
     reduce_cell = derive_cell(reduce, reduce_op_names if reduce_op_names is not None else op_names)
     return CellGenotype(normal=normal_cell, reduce=reduce_cell)
-
-
-def render_cell(cell: Cell, concat: Sequence[int], path: str | Path, title: str = "") -> Path:
-    """Draw a cell to PNG: graphviz when its ``dot`` binary is installed,
-    else matplotlib (nodes in a left-to-right layered layout)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.which("dot"):
-        try:
-            return _render_graphviz(cell, concat, path, title)
-        except Exception:  # noqa: BLE001 - a broken graphviz install falls back to matplotlib
-            pass
-    return _render_matplotlib(cell, concat, path, title)
-
-
-def _node_label(n: int) -> str:
-    return {0: "c_k-2", 1: "c_k-1"}.get(n, f"n{n - NUM_INPUTS}")
-
-
-def _render_graphviz(cell: Cell, concat: Sequence[int], path: Path, title: str) -> Path:
-    import graphviz
-
-    from nas_core.io import atomic_path
-
-    g = graphviz.Digraph(format="png", graph_attr={"rankdir": "LR", "label": title})
-    for i, (op, src) in enumerate(cell):
-        g.edge(_node_label(src), _node_label(NUM_INPUTS + i // NUM_INPUTS), label=op)
-    for n in concat:
-        g.edge(_node_label(n), "c_k")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(g.pipe(format="png"))
-    return path
-
-
-def _render_matplotlib(cell: Cell, concat: Sequence[int], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from nas_core.io import atomic_path
-
-    pos = {0: (0.0, 1.0), 1: (0.0, -1.0), "out": (NUM_NODES + 1.0, 0.0)}
-    for k in range(NUM_NODES):
-        pos[NUM_INPUTS + k] = (1.0 + k, 0.9 if k % 2 == 0 else -0.9)
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for i, (op, src) in enumerate(cell):
-        _arrow(ax, pos[src], pos[NUM_INPUTS + i // NUM_INPUTS], op, offset=0.12 * (i % 2) - 0.06)
-    for n in concat:
-        _arrow(ax, pos[n], pos["out"], "", offset=0.0, color="0.6")
-    labels = {0: "c_k-2", 1: "c_k-1", "out": "c_k"}
-    for node, (x, y) in pos.items():
-        colour = "#9ecae1" if node in (0, 1) else "#fdd0a2" if node == "out" else "#e5e5e5"
-        ax.text(x, y, labels.get(node, _node_label(node) if isinstance(node, int) else node),
-                ha="center", va="center", fontsize=10,
-                bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "0.3"})
-    ax.set_xlim(-0.5, NUM_NODES + 1.5)
-    ax.set_ylim(-1.6, 1.6)
-    ax.axis("off")
-    ax.set_title(title)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _arrow(ax, start, end, label: str, offset: float, color: str = "0.2") -> None:
-    rad = offset + 0.15
-    ax.annotate("", xy=end, xytext=start,
-                arrowprops={"arrowstyle": "->", "color": color, "shrinkA": 14, "shrinkB": 14,
-                            "connectionstyle": f"arc3,rad={rad}"})
-    if label:  # midpoint of matplotlib's arc3 quadratic Bezier curve
-        dx, dy = end[0] - start[0], end[1] - start[1]
-        mx, my = (start[0] + end[0]) / 2 + 0.5 * rad * dy, (start[1] + end[1]) / 2 - 0.5 * rad * dx
-        ax.text(mx, my, label, fontsize=7, ha="center", va="center", color="#08519c",
-                bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
-
-
-def plot_cell_probabilities(probabilities: dict[str, np.ndarray], op_names: Sequence[str], title: str = ""):
-    """Heatmaps of the (14, n_ops) op-probability tables, one per cell kind;
-    returns the matplotlib figure (the caller saves or logs it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kinds = [k for k in ("normal", "reduce") if k in probabilities]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 5), squeeze=False)
-    for ax, kind in zip(axes[0], kinds):
-        image = ax.imshow(probabilities[kind], cmap="viridis", aspect="auto")  # auto scale: early
-        ax.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right", fontsize=7)  # tables are flat
-        ax.set_yticks(range(NUM_EDGES), [f"{_node_label(n)} <- {_node_label(s)}" for n, s in EDGES], fontsize=7)
-        ax.set_title(f"{title} {kind}".strip())
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig

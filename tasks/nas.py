@@ -1,0 +1,169 @@
+"""What the stages build from params, the same for every space and strategy:
+the space (``search.space`` with ``spaces.<space>``), the strategy
+(``search.strategy`` with ``strategies.<strategy>``, through
+create_strategy), its loaders, the one-shot checkpoints of the pretrain
+stage and the files the search stage leaves for DC-NAS (``tables.npz``,
+``genotype.json``). No stage branches on a space or strategy name: the
+protocols answer."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from nas_core.config import Params, section_dict
+from nas_core.data import DataError
+from nas_core.io import atomic_path
+from nas_core.spaces import SearchSpace, make_space
+from nas_core.strategies import OneShotStrategy, SearchData, SearchStrategy, create_strategy
+from nas_core.strategies.data_parallel import shard_search_data
+from nas_core.train.checkpoint import latest_good_checkpoint, list_checkpoints, load_checkpoint
+
+CHECKPOINTS = "checkpoints"
+TABLES = "tables.npz"
+GENOTYPE = "genotype.json"
+
+
+def need(path: Path, stage: str) -> Path:
+    """``path`` when it exists, else a DataError naming the stage to run."""
+    if not path.exists():
+        raise DataError(f"{path}: missing; run `nasflow stage {stage}` (or `dvc repro {stage}`) first")
+    return path
+
+
+def space_config(params: Params) -> Any:
+    return getattr(params.spaces, params.search.space)
+
+
+def strategy_config(params: Params) -> Any:
+    return getattr(params.strategies, params.search.strategy)
+
+
+def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchSpace:
+    """The chosen space for the data's shape. ``measurements``: ``load`` its
+    measured tables (FBNet's latency) from the pretrain stage's output,
+    ``measure`` them into this stage's output when missing or stale (the
+    pretrain stage), or ``none``."""
+    info = ctx.data_info
+    space = make_space(params.search.space, space_config(params), info.input_shape, info.num_classes)
+    if measurements == "none":
+        return space
+    measure = measurements == "measure"
+    directory = ctx.out if measure else ctx.artifacts("pretrain")
+    return space.with_measurements(directory, ctx.device, measure, ctx.progress)
+
+
+def build_strategy(params: Params, ctx: Any, space: SearchSpace) -> SearchStrategy:
+    return create_strategy(params.search.strategy, space, strategy_config(params), ctx.device, params.runtime.seed)
+
+
+def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchData:
+    """The strategy's loaders over the subset's splits (per-rank shards
+    under torchrun)."""
+    splits = ctx.splits()
+    data = strategy.search_data(splits["train_w"], splits["train_a"], splits["val"], params.data.num_workers)
+    return shard_search_data(data)
+
+
+def chosen_sections(params: Params) -> dict[str, Any]:
+    """The params that shape a search: the chosen space's and strategy's
+    sections only (what the stages log, and the resume guard)."""
+    return {"search": section_dict(params, "search"),
+            f"spaces.{params.search.space}": space_config(params).model_dump(mode="json"),
+            f"strategies.{params.search.strategy}": strategy_config(params).model_dump(mode="json")}
+
+
+def fingerprint(params: Params, space: SearchSpace) -> str:
+    """Digest of everything that shapes supernet training (resume guard)."""
+    keys = {s: section_dict(params, s) for s in ("data", "subset")}
+    keys.update(chosen_sections(params), seed=params.runtime.seed, space=space.fingerprint())
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def one_shot(strategy: SearchStrategy) -> OneShotStrategy:
+    if not isinstance(strategy, OneShotStrategy):
+        raise DataError(f"strategy {strategy.name!r} trains no supernet; DC-NAS needs a one-shot strategy "
+                        "(nasflow list)")
+    return strategy
+
+
+def pretrain_checkpoints(ctx: Any) -> list[tuple[int, Path]]:
+    directory = ctx.artifacts("pretrain") / CHECKPOINTS
+    found = list_checkpoints(directory)
+    if not found:
+        raise DataError(f"{directory}: no supernet checkpoints (epoch_XXX.pt); run `nasflow stage pretrain` "
+                        "(or `dvc repro pretrain`) first")
+    return found
+
+
+def final_state(ctx: Any, strategy: SearchStrategy) -> dict[str, Any]:
+    """The newest good pretrain checkpoint, which must be the last epoch."""
+    directory = ctx.artifacts("pretrain") / CHECKPOINTS
+    found = latest_good_checkpoint(directory)
+    if found is None:
+        raise DataError(f"{directory}: no supernet checkpoint; run `nasflow stage pretrain` first")
+    epoch, state = found
+    if epoch != strategy.num_epochs():
+        raise DataError(f"{directory}: newest good checkpoint is epoch {epoch} of {strategy.num_epochs()}; "
+                        "rerun the pretrain stage")
+    return state
+
+
+def restored(params: Params, ctx: Any) -> tuple[SearchSpace, OneShotStrategy, dict[str, Any]]:
+    """The space, and the strategy rebuilt from its final checkpoint."""
+    space = build_space(params, ctx)
+    strategy = one_shot(build_strategy(params, ctx, space))
+    state = final_state(ctx, strategy)
+    strategy.setup(None)
+    strategy.load_state_dict(state)
+    return space, strategy, state
+
+
+def pick_epochs(found: list[tuple[int, Path]], epochs: Optional[list[int]]) -> list[tuple[int, Path]]:
+    """The (epoch, path) pairs of ``dcnas_features.epochs`` among ``found``
+    (None: all); a missing epoch is a DataError naming the key."""
+    if epochs is None:
+        return found
+    by_epoch = dict(found)
+    missing = [e for e in epochs if e not in by_epoch]
+    if missing:
+        raise DataError(f"dcnas_features.epochs = {epochs}: epochs {missing} have no supernet checkpoint "
+                        f"(saved: {sorted(by_epoch)})")
+    return [(e, by_epoch[e]) for e in epochs]
+
+
+def same_supernet(strategy: OneShotStrategy, checkpoints: list[tuple[int, Path]], key: str
+                  ) -> list[tuple[int, Path]]:
+    """The checkpoints whose supernet has the shape of the last one (Eq. 7
+    compares one supernet across epochs; P-DARTS rebuilds it per stage)."""
+    keys = [strategy.supernet_key(load_checkpoint(p)) for _, p in checkpoints]
+    kept = [c for c, k in zip(checkpoints, keys) if k == keys[-1]]
+    if len(kept) < 2:
+        raise DataError(f"{key}: epochs {[e for e, _ in checkpoints]} hold fewer than 2 checkpoints of the final "
+                        "supernet; Eq. 7 needs two epochs of the same supernet")
+    return kept
+
+
+def supernets(strategy: OneShotStrategy, checkpoints: list[tuple[int, Path]]) -> Iterator[torch.nn.Module]:
+    """The strategy's supernet loaded with each checkpoint in turn (one
+    checkpoint in memory at a time)."""
+    for _, path in checkpoints:
+        yield strategy.load_supernet(load_checkpoint(path))
+
+
+def save_tables(path: Path, tables: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in tables.items()})
+
+
+def load_tables(path: Path, stage: str) -> dict[str, np.ndarray]:
+    with np.load(need(path, stage), allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def load_genotype(space: SearchSpace, path: Path, stage: str) -> Any:
+    return space.genotype_from_dict(json.loads(need(path, stage).read_text()))

@@ -1,0 +1,79 @@
+"""A tiny project for stage tests: digits splits written by the subset
+stage's code, params shrunk to seconds (every registered strategy cut to 2
+epochs, DC-NAS to a few architectures), and a StageContext factory logging
+to a temporary sqlite MLflow store, fanning out in order."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nas_core.config import Params, load_params, validate_params
+from nas_core.data import load_source, make_splits, write_splits
+from tasks.context import StageContext
+from tasks.tracking import RunLogger
+from tests.conftest import REPO
+
+TINY = {
+    "runtime": {"device": "cpu", "seed": 0, "max_workers": 2},
+    "subset": {"fraction": 0.1, "probe_size": 16},
+    "spaces": {"cell": {"final_cells": 3, "final_channels": 4}, "layerwise": {"latency_repeats": 1}},
+    "dcnas_sample": {"num_samples": 40},
+    "dcnas_features": {"probe_batch_size": 16},
+    "dcnas_cluster": {"k": 2, "silhouette_sample": 20},
+    "evaluate": {"epochs": 1, "batch_size": 64},
+    "retrain": {"epochs": 1, "batch_size": 128, "augment": False},
+}
+
+
+def tiny_strategies() -> dict:
+    """Every strategy's params.yaml section cut to 2 epochs (per stage)."""
+    out = {}
+    for name, config in load_params(REPO / "params.yaml").strategies:
+        section = config.model_dump()
+        section["epochs"] = 2
+        if "warmup_epochs" in section:
+            section["warmup_epochs"] = min(section["warmup_epochs"], 1)
+        out[name] = section
+    return out
+
+
+def tiny_params(**sections: dict) -> Params:
+    raw = {k: {kk: (dict(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()} for k, v in TINY.items()}
+    raw["strategies"] = tiny_strategies()
+    for name, values in sections.items():
+        for key, value in values.items():
+            target = raw.setdefault(name, {})
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value}
+            else:
+                target[key] = value
+    return validate_params(raw)
+
+
+def make_project(root: Path, params: Params) -> Path:
+    """data/ (a link to the repo's digits) and the subset stage's splits."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").symlink_to(REPO / "data")
+    source = load_source(params.data, root)
+    splits = make_splits(source.train_targets, source.test_targets, params.data, params.subset, params.runtime.seed)
+    write_splits(splits, source, root / "artifacts" / "subset", params.runtime.seed)
+    return root
+
+
+def stage_context(root: Path, params: Params, stage: str, parent: RunLogger | None = None) -> StageContext:
+    """The context the runner would build (output written in place)."""
+    out = root / "artifacts" / stage
+    out.mkdir(parents=True, exist_ok=True)
+    if parent is None:
+        parent = RunLogger.start(f"sqlite:///{root}/mlflow.db", "tests", "pipeline", root)
+    log = parent.child(f"stage:{stage}")
+    return StageContext(stage, root, params, out, torch.device("cpu"), log)
+
+
+def run_stage(root: Path, params: Params, module, name: str, parent: RunLogger | None = None):
+    """``module.run`` as the runner calls it; (metrics, ctx)."""
+    ctx = stage_context(root, params, name, parent)
+    metrics = module.run(params, ctx)
+    ctx.log.end("FINISHED")
+    return metrics, ctx
