@@ -63,11 +63,10 @@ class TrackingConfig(Section):
 
 
 class SubsetConfig(Section):
-    """D~ = ``fraction`` of D (stratified), split ``weight_fraction`` /
-    rest into weights / architecture parameters (FBNet: 80/20)."""
+    """D~ = ``fraction`` of D (stratified); its split into weights /
+    architecture parameters is the strategy's ``weight_fraction``."""
 
     fraction: float = Field(0.5, gt=0.0, le=1.0)
-    weight_fraction: float = Field(0.8, gt=0.0, lt=1.0)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     probe_size: int = Field(256, ge=1)
 

@@ -65,6 +65,9 @@ class StageContext:
     def splits(self) -> dict[str, Dataset]:
         return self._load()[1]
 
+    def source(self) -> DataSource:
+        return self._load()[0]
+
     @functools.cached_property
     def data_info(self) -> DataInfo:
         source = self._load()[0]

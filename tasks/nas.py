@@ -14,9 +14,10 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
+from torch.utils.data import Subset
 
 from nas_core.config import Params, section_dict
-from nas_core.data import DataError
+from nas_core.data import DataError, weight_split
 from nas_core.io import atomic_path
 from nas_core.spaces import SearchSpace, make_space
 from nas_core.strategies import OneShotStrategy, SearchData, SearchStrategy, create_strategy
@@ -62,10 +63,15 @@ def build_strategy(params: Params, ctx: Any, space: SearchSpace) -> SearchStrate
 
 
 def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchData:
-    """The strategy's loaders over the subset's splits (per-rank shards
-    under torchrun)."""
-    splits = ctx.splits()
-    data = strategy.search_data(splits["train_w"], splits["train_a"], splits["val"], params.data.num_workers)
+    """The strategy's loaders: D~ split by its ``weight_fraction`` into
+    weights / architecture parameters, and the validation split (per-rank
+    shards under torchrun)."""
+    source, splits = ctx.source(), ctx.splits()
+    fraction = strategy.config.weight_fraction
+    train_w, train_a = weight_split(source.train_targets, splits["subset"].indices, fraction, params.runtime.seed,
+                                    f"strategies.{strategy.name}.weight_fraction")
+    data = strategy.search_data(Subset(source.train, train_w.tolist()), Subset(source.train, train_a.tolist()),
+                                splits["val"], params.data.num_workers)
     return shard_search_data(data)
 
 

@@ -3,9 +3,10 @@
 From the source's training pool: a test split (the official one when the
 source has it, else ``data.holdout_test_fraction`` held out), a validation
 split (``subset.val_fraction`` of what remains), D = the rest, D~ =
-``subset.fraction`` of D, D~ split into ``train_w`` (``weight_fraction``) and
-``train_a``, and a probe set of ``probe_size`` images of D~. Every split is
-stratified by class and depends only on the labels and the seed.
+``subset.fraction`` of D, and a probe set of ``probe_size`` images of D~.
+Every split is stratified by class and depends only on the labels and the
+seed. How D~ splits into weights / architecture parameters belongs to the
+search strategy (its ``weight_fraction``): :func:`weight_split`.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from nas_core.config import DataConfig, SubsetConfig
 from nas_core.data.sources import DataError, DataSource, load_source
 from nas_core.io import load_npy, save_npy, sha256_file, write_json
 
-SPLITS = ("full_train", "val", "test", "subset", "train_w", "train_a", "probe")
+SPLITS = ("full_train", "val", "test", "subset", "probe")
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,21 @@ def make_splits(train_labels: np.ndarray, test_labels: np.ndarray | None, data: 
         test = np.arange(len(test_labels), dtype=np.int64)
     full, val = _stratified(pool, train_labels, 1 - cfg.val_fraction, seed + 1, "subset.val_fraction")
     reduced, _ = _stratified(full, train_labels, cfg.fraction, seed + 2, "subset.fraction")
-    train_w, train_a = _stratified(reduced, train_labels, cfg.weight_fraction, seed + 3, "subset.weight_fraction")
     if cfg.probe_size > len(reduced):
         raise DataError(f"subset.probe_size = {cfg.probe_size}: must be <= the size of D~ ({len(reduced)})")
     probe = np.sort(np.random.default_rng(seed + 4).choice(reduced, cfg.probe_size, replace=False))
-    out = {"full_train": full, "val": val, "test": test, "subset": reduced,
-           "train_w": train_w, "train_a": train_a, "probe": probe}
+    out = {"full_train": full, "val": val, "test": test, "subset": reduced, "probe": probe}
     return SplitIndices({k: v.astype(np.int64) for k, v in out.items()}, test_in_pool=test_labels is None)
+
+
+def weight_split(train_labels: np.ndarray, subset: np.ndarray, fraction: float, seed: int,
+                 key: str = "weight_fraction") -> tuple[np.ndarray, np.ndarray]:
+    """D~ (``subset`` indices) split into (``train_w``: ``fraction`` of it,
+    for the weights; ``train_a``: the rest, for the architecture
+    parameters), stratified by class, seeded (``seed + 3``: the split the
+    subset stage made before strategies owned it, so FBNet's 80/20 is
+    unchanged). ``key`` names the param in errors."""
+    return _stratified(np.asarray(subset, dtype=np.int64), train_labels, fraction, seed + 3, key)
 
 
 def class_histogram(labels: np.ndarray, idx: np.ndarray, num_classes: int) -> list[int]:

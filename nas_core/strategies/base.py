@@ -66,11 +66,14 @@ class Callback(Protocol):
 
 
 class OneShotConfig(Section):
-    """Keys every one-shot strategy has: epochs of supernet training and the
-    batch sizes of the weight (``train_w``) and architecture (``train_a``)
-    steps (``arch_batch_size`` None: ``batch_size``)."""
+    """Keys every one-shot strategy has: epochs of supernet training, the
+    share of D~ that trains the weights (``train_w``; the rest, ``train_a``,
+    trains the architecture parameters: DARTS's halves, FBNet's 80/20) and
+    the batch sizes of the two steps (``arch_batch_size`` None:
+    ``batch_size``)."""
 
     epochs: int = Field(4, ge=1)
+    weight_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     batch_size: int = Field(64, ge=1)
     arch_batch_size: Optional[int] = Field(None, ge=1)
 

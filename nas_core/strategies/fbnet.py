@@ -68,6 +68,7 @@ class FBNetConfig(OneShotConfig):
     departures in the module docstring)."""
 
     epochs: int = Field(90, ge=1)
+    weight_fraction: float = Field(0.8, gt=0.0, lt=1.0, description="FBNet: 80% of D~ for w, 20% for θ")
     warmup_epochs: int = Field(10, ge=0, description="epochs that train the weights only (θ stays uniform)")
     w_lr: float = Field(0.1, gt=0)
     w_momentum: float = Field(0.9, ge=0, lt=1)

@@ -36,7 +36,7 @@ BAD = [
     ({"subsett": {"fraction": 0.5}}, ["subsett", "did you mean 'subset'"]),
     ({"subset.fracton": 0.5}, ["subset.fracton", "did you mean 'subset.fraction'"]),
     ({"subset.fraction": 1.5}, ["subset.fraction", "1.5", "less than or equal to 1"]),
-    ({"subset.weight_fraction": 0.0}, ["subset.weight_fraction", "0.0", "greater than 0"]),
+    ({"strategies.fbnet.weight_fraction": 0.0}, ["strategies.fbnet.weight_fraction", "0.0", "greater than 0"]),
     ({"runtime.device": "tpu"}, ["runtime.device", "'tpu'", "pattern"]),
     ({"runtime.seed": -1}, ["runtime.seed", "-1", "greater than or equal to 0"]),
     ({"runtime.task_runner": "spark"}, ["runtime.task_runner", "'spark'", "'thread', 'dask' or 'ray'"]),

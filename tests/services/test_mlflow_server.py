@@ -79,14 +79,17 @@ def test_dcnas_stages_log_genotype_and_register_the_model_over_http(mlflow_serve
     import tasks.dcnas_features
     import tasks.dcnas_sample
     import tasks.evaluate
+    import tasks.pretrain
     import tasks.retrain
+    import tasks.search
     from tasks.tracking import RunLogger
-    from tests.tasks.dcnas_project import make_dcnas_project, stage_context, tiny_params
+    from tests.tasks.stage_project import make_project, stage_context, tiny_params
 
     params = tiny_params()
-    root = make_dcnas_project(tmp_path / "project", params)
+    root = make_project(tmp_path / "project", params)
     parent = RunLogger.start(mlflow_server, params.tracking.experiment, "pipeline", root)
-    for module in (tasks.dcnas_sample, tasks.dcnas_features, tasks.dcnas_cluster, tasks.evaluate, tasks.retrain):
+    for module in (tasks.pretrain, tasks.search, tasks.dcnas_sample, tasks.dcnas_features, tasks.dcnas_cluster,
+                   tasks.evaluate, tasks.retrain):
         ctx = stage_context(root, params, module.__name__.split(".")[-1], parent)
         module.run(params, ctx)
         ctx.log.end("FINISHED")
@@ -103,5 +106,6 @@ def test_dcnas_stages_log_genotype_and_register_the_model_over_http(mlflow_serve
     path = client.download_artifacts(chosen["mlflow_run_id"], "genotype.json", str(tmp_path))
     assert json.loads(Path(path).read_text())["ops"] == chosen["genotype"]["ops"]
     stages = client.search_runs([parent.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'")
-    assert {r.info.run_name for r in stages} == {"stage:dcnas_sample", "stage:dcnas_features", "stage:dcnas_cluster",
-                                                 "stage:evaluate", "stage:retrain"}
+    assert {r.info.run_name for r in stages} == {"stage:pretrain", "stage:search", "stage:dcnas_sample",
+                                                 "stage:dcnas_features", "stage:dcnas_cluster", "stage:evaluate",
+                                                 "stage:retrain"}
