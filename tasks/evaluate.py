@@ -5,7 +5,8 @@ early-stopped on D~ (``subset`` split, ``evaluate.epochs``) and scored on
 the validation split; the cluster keeps the best (Eq. 8; ties -> the
 candidate with the larger Eq. 9 score). A nested MLflow run per cluster
 holds its candidates' learning curves. Output representatives.json.
-Candidates carry their genotype; the space builds its network."""
+Candidates carry their genotype; the space builds its network and says
+how it trains (``training_recipe``: DARTS's evaluation recipe on cells)."""
 from __future__ import annotations
 
 import json
@@ -24,7 +25,8 @@ SECTIONS = ("evaluate", "dcnas_cluster", "search")
 
 def cluster_jobs(params: Params, ctx: Any, space: SearchSpace, cluster: dict[str, Any]) -> list[TrainJob]:
     cfg = params.evaluate
-    settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=params.runtime.seed)
+    settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=params.runtime.seed,
+                           **space.training_recipe())
     return [TrainJob(name=f"cluster{cluster['cluster']}-cand{j}", space=space, genotype=c["genotype"],
                      settings=settings, data=params.data, project_root=str(ctx.root),
                      subset_dir=str(ctx.artifacts("subset")), train_split="subset", device=params.runtime.device,

@@ -2,7 +2,8 @@
 ``retrain.include_baseline``, the search stage's own genotype: FBNet's
 argmax, a DARTS-family strategy's derived cell, ...) are trained from
 scratch on D (``full_train``) with a cosine schedule and the dataset's
-standard augmentation, in parallel through the fan-out; N* is the cluster
+standard augmentation (plus the space's training recipe: DARTS's auxiliary
+head, drop path and cutout on cells), in parallel through the fan-out; N* is the cluster
 pick with the best validation accuracy (the baseline is reported for
 comparison only, it is not a candidate for N*). Every finalist gets its test
 accuracy and the space's ``cost`` (FLOPs, params, latency from the space's
@@ -58,7 +59,7 @@ def job_for(params: Params, ctx: Any, space: SearchSpace, finalist: dict[str, An
     cfg = params.retrain
     settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, augment=cfg.augment, seed=params.runtime.seed,
-                           num_workers=params.data.num_workers)
+                           num_workers=params.data.num_workers, **space.training_recipe())
     return TrainJob(name=finalist["name"], space=space, genotype=finalist["genotype"], settings=settings,
                     data=params.data, project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
                     train_split="full_train", test_split="test", device=params.runtime.device,

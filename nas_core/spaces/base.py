@@ -170,6 +170,12 @@ class SearchSpace(ABC):
         """``flops`` (multiply-adds per image), ``params`` and ``latency_ms``
         (from a measured table, None where the space has none)."""
 
+    def training_recipe(self) -> dict[str, Any]:
+        """How the space's final networks are trained beyond plain SGD: keys
+        of nas_core.train.fit.FitSettings (``drop_path``, ``aux_weight``,
+        ``cutout``, ``grad_clip``); none by default."""
+        return {}
+
     @abstractmethod
     def render(self, genotype: Any, path: str | Path, title: str = "") -> Path:
         """Draw ``genotype`` to a PNG at ``path`` (written atomically)."""

@@ -19,6 +19,17 @@ Choices:
   count).
 - The reported validation accuracy is that of the last epoch; the best one
   is kept in the history.
+- A space may bring its final network's training recipe (SearchSpace.
+  training_recipe, e.g. DARTS's evaluation recipe on the cell space):
+  ``drop_path`` — the network's ``set_drop_path`` gets
+  ``drop_path * epoch / epochs`` at the start of each epoch (DARTS's linear
+  ramp from 0); ``aux_weight`` — a network that returns ``(logits,
+  auxiliary logits)`` in training mode is trained on CE(logits) +
+  ``aux_weight`` · CE(auxiliary); ``cutout`` — after the standard
+  augmentation, a ``cutout`` × ``cutout`` square with a uniformly drawn
+  centre (clipped at the border) is set to 0, the dataset mean of the
+  normalised images (DeVries & Taylor; DARTS's Cutout); ``grad_clip`` — the
+  gradient norm is clipped before each step.
 - Under torchrun (nas_core.train.distributed) the network trains with
   DistributedDataParallel: rank r takes 1/N of every batch (the batch size
   must be divisible by N), gradients are averaged, the reported training
@@ -35,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
@@ -65,6 +77,10 @@ class FitSettings:
     augment: bool = False
     seed: int = 0
     num_workers: int = 0
+    drop_path: float = 0.0
+    aux_weight: float = 0.0
+    cutout: int = 0
+    grad_clip: Optional[float] = None
 
 
 @dataclass
@@ -89,6 +105,37 @@ def augmentation(dataset: str, input_shape: tuple[int, int, int]) -> Optional[Ca
         return v2.Compose([v2.RandomResizedCrop((h, w), scale=(0.35, 1.0), antialias=True),
                            v2.RandomHorizontalFlip()])
     return None
+
+
+class Cutout:
+    """Zero a ``length`` x ``length`` square of a (C, H, W) image whose
+    centre is drawn uniformly over the image (the square is clipped at the
+    border), with torch's RNG (seeded per image by :class:`Augmented`)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
+        half = self.length // 2
+        out = x.clone()
+        out[..., max(0, cy - half):cy + half + self.length % 2, max(0, cx - half):cx + half + self.length % 2] = 0
+        return out
+
+
+def recipe_loss(aux_weight: float) -> Callable[[nn.Module, torch.Tensor, torch.Tensor],
+                                                tuple[torch.Tensor, torch.Tensor]]:
+    """CE of the logits, plus ``aux_weight`` x CE of the auxiliary logits
+    when the network returns ``(logits, auxiliary)`` (training mode)."""
+    def loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(x)
+        if isinstance(out, tuple):
+            logits, auxiliary = out
+            return F.cross_entropy(logits, y) + aux_weight * F.cross_entropy(auxiliary, y), logits
+        return F.cross_entropy(out, y), out
+
+    return loss
 
 
 class Augmented(Dataset):
@@ -116,6 +163,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: FitSet
     with the same arguments: the model trains data-parallel (module
     docstring) and every rank returns the same numbers and weights."""
     start = time.perf_counter()
+    if settings.drop_path and not hasattr(model, "set_drop_path"):
+        raise ValueError(f"drop_path = {settings.drop_path}: {type(model).__name__} has no set_drop_path")
     model.to(device)
     train, loader = _train_loader(train_set, settings, dataset)
     trained = wrap_ddp(model, device) if is_distributed() else model
@@ -127,9 +176,13 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: FitSet
     for epoch in range(settings.epochs):
         if isinstance(train, Augmented):
             train.epoch = epoch
+        if settings.drop_path:
+            model.set_drop_path(settings.drop_path * epoch / settings.epochs)
         lr = optimizer.param_groups[0]["lr"]
         tr = mean_over_ranks(train_one_epoch(trained, loader, optimizer, device, epoch, scheduler=schedule,
-                                             progress=progress, desc=f"epoch {epoch + 1}/{settings.epochs}"))
+                                             loss=recipe_loss(settings.aux_weight), progress=progress,
+                                             desc=f"epoch {epoch + 1}/{settings.epochs}",
+                                             grad_clip=settings.grad_clip))
         va = evaluate_all(model, val_set, settings.batch_size, device)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
                "val_loss": va["loss"], "val_acc": va["acc"]}
@@ -148,6 +201,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: FitSet
 def _train_loader(train_set: Dataset, settings: FitSettings, dataset: str) -> tuple[Dataset, Any]:
     """The (augmented) training set and this rank's shuffled loader over it."""
     transform = augmentation(dataset, tuple(train_set[0][0].shape)) if settings.augment else None
+    if settings.cutout:
+        transform = Cutout(settings.cutout) if transform is None else v2.Compose([transform, Cutout(settings.cutout)])
     train = Augmented(train_set, transform, settings.seed) if transform is not None else train_set
     loader = make_loader(train, settings.batch_size, shuffle=True, seed=settings.seed,
                          num_workers=settings.num_workers)

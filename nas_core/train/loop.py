@@ -73,11 +73,12 @@ def _batches(loader: DataLoader, progress: Optional[Progress], desc: str | None)
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, scheduler: Any = None,
                     forward: Optional[Forward] = None, loss: Optional[LossFn] = None,
-                    progress: Optional[Progress] = None, desc: str | None = None) -> dict[str, float]:
-    """One pass over ``loader``: zero grads, loss, backward, step. The
-    scheduler (if any) steps once, after the epoch. Returns the mean loss
-    and accuracy over samples. ``epoch`` is 0-based (error messages say
-    ``epoch + 1``)."""
+                    progress: Optional[Progress] = None, desc: str | None = None,
+                    grad_clip: Optional[float] = None) -> dict[str, float]:
+    """One pass over ``loader``: zero grads, loss, backward, (gradient-norm
+    clip at ``grad_clip``), step. The scheduler (if any) steps once, after
+    the epoch. Returns the mean loss and accuracy over samples. ``epoch`` is
+    0-based (error messages say ``epoch + 1``)."""
     loss_fn = loss or _cross_entropy(forward)
     model.train()
     total, loss_sum, correct = 0, 0.0, 0
@@ -87,6 +88,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         value, logits = loss_fn(model, x, y)
         check_finite(value.detach(), epoch, step)
         value.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         total += y.numel()
         loss_sum += float(value.detach()) * y.numel()

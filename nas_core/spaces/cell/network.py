@@ -105,29 +105,58 @@ class GenotypeCell(nn.Module):
         return out if isinstance(self.ops[j], Identity) else self.drop(out)
 
 
+class AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier (AuxiliaryHeadCIFAR): ReLU, average
+    pooling to 2x2, 1x1 conv to 128, BN, ReLU, 2x2 conv to 768, BN, ReLU,
+    linear. DARTS pools an 8x8 map with a 5x5 window at stride 3 (2x2 out);
+    adaptive pooling to 2x2 gives the same shape for any input size (our
+    choice, so the head also fits 8x8 digits)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.ReLU(inplace=False), nn.AdaptiveAvgPool2d(2),
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(inplace=True),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
 class CellNetwork(nn.Module):
     """The network a genotype describes (deeper/wider than the search proxy:
     ``cells`` and ``channels`` from the space's ``final_cells`` /
-    ``final_channels``); nas_core.spaces.export saves and reloads it."""
+    ``final_channels``); nas_core.spaces.export saves and reloads it. With
+    ``auxiliary``, DARTS's auxiliary head reads the output of cell
+    ``2 * cells // 3`` (the second reduction) and, in training mode only,
+    ``forward`` returns ``(logits, auxiliary logits)``."""
 
     def __init__(self, genotype: CellGenotype, input_channels: int, num_classes: int,
-                 channels: int, cells: int) -> None:
+                 channels: int, cells: int, auxiliary: bool = False) -> None:
         super().__init__()
         self.genotype = genotype
         self.stem = stem(input_channels, STEM_MULTIPLIER * channels)
         self.cells = nn.ModuleList()
         concats = {False: genotype.normal_concat, True: genotype.reduce_concat}
-        for plan in cell_plan(channels, cells, lambda reduction: len(concats[reduction])):
+        self.aux_at = 2 * cells // 3
+        for i, plan in enumerate(cell_plan(channels, cells, lambda reduction: len(concats[reduction]))):
             cell = genotype.reduce if plan.reduction else genotype.normal
             self.cells.append(GenotypeCell(cell, concats[plan.reduction], *plan))
+            if i == self.aux_at and auxiliary:
+                self.auxiliary = AuxiliaryHead(len(concats[plan.reduction]) * plan.c, num_classes)
         self.classifier = nn.Linear(len(concats[plan.reduction]) * plan.c, num_classes)
 
     def set_drop_path(self, p: float) -> None:
         for cell in self.cells:
             cell.drop.p = p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         s0 = s1 = self.stem(x)
-        for cell in self.cells:
+        auxiliary = None
+        for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
-        return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+            if i == self.aux_at and self.training and hasattr(self, "auxiliary"):
+                auxiliary = self.auxiliary(s1)
+        logits = self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        return logits if auxiliary is None else (logits, auxiliary)

@@ -33,12 +33,19 @@ from nas_core.spaces.cell.ops import CELL_OPS
 
 class CellConfig(Section):
     """``spaces.cell``: the candidate-op set (``darts`` = DARTS's 8 ops, or
-    StacNAS's ``S1``-``S5``) and the final network's depth and width
-    (DARTS's CIFAR-10 evaluation network by default)."""
+    StacNAS's ``S1``-``S5``), the final network's depth and width and
+    DARTS's evaluation recipe for training it (defaults: DARTS's CIFAR-10
+    evaluation: 20 cells, 36 channels, auxiliary head weight 0.4, drop path
+    0.2 ramped up linearly, cutout 16 px, gradient clip 5; 0 turns a part
+    off)."""
 
     op_set: str = "darts"
     final_cells: int = Field(20, ge=1)
     final_channels: int = Field(36, ge=2)
+    auxiliary_weight: float = Field(0.4, ge=0.0)
+    drop_path_prob: float = Field(0.2, ge=0.0, lt=1.0)
+    cutout_length: int = Field(16, ge=0)
+    grad_clip: float = Field(5.0, gt=0.0)
 
     @field_validator("op_set")
     @classmethod
@@ -66,6 +73,10 @@ class CellSpace(SearchSpace):
     final_cells: int = 20
     final_channels: int = 36
     input_hw: tuple[int, int] = (32, 32)
+    auxiliary_weight: float = 0.0
+    drop_path_prob: float = 0.0
+    cutout_length: int = 0
+    grad_clip: float = 5.0
 
     def __post_init__(self) -> None:
         op_set(self.op_set)
@@ -74,7 +85,9 @@ class CellSpace(SearchSpace):
     def create(cls, config: CellConfig, input_shape: tuple[int, int, int], num_classes: int) -> "CellSpace":
         c, h, w = (int(v) for v in input_shape)
         return cls(op_set=config.op_set, input_channels=c, num_classes=int(num_classes),
-                   final_cells=config.final_cells, final_channels=config.final_channels, input_hw=(h, w))
+                   final_cells=config.final_cells, final_channels=config.final_channels, input_hw=(h, w),
+                   auxiliary_weight=config.auxiliary_weight, drop_path_prob=config.drop_path_prob,
+                   cutout_length=config.cutout_length, grad_clip=config.grad_clip)
 
     @property
     def op_names(self) -> tuple[str, ...]:
@@ -158,16 +171,26 @@ class CellSpace(SearchSpace):
             raise GenotypeError(str(exc)) from None
 
     # ------------------------------------------------------------ networks
-    def build_network(self, genotype: CellGenotype) -> nn.Module:
-        """DARTS's evaluation network (``final_cells``, ``final_channels``)."""
+    def build_network(self, genotype: CellGenotype, auxiliary: Optional[bool] = None) -> nn.Module:
+        """DARTS's evaluation network (``final_cells``, ``final_channels``),
+        with the auxiliary head when ``auxiliary_weight`` > 0 (or
+        ``auxiliary`` says so)."""
         self.check(genotype)
-        return CellNetwork(genotype, self.input_channels, self.num_classes, self.final_channels, self.final_cells)
+        auxiliary = self.auxiliary_weight > 0 if auxiliary is None else auxiliary
+        return CellNetwork(genotype, self.input_channels, self.num_classes, self.final_channels, self.final_cells,
+                           auxiliary)
+
+    def training_recipe(self) -> dict[str, Any]:
+        """DARTS's evaluation recipe (nas_core.train.fit)."""
+        return {"aux_weight": self.auxiliary_weight, "drop_path": self.drop_path_prob,
+                "cutout": self.cutout_length, "grad_clip": self.grad_clip}
 
     def cost(self, genotype: CellGenotype) -> dict[str, Optional[float]]:
         """Multiply-adds (FlopCounterMode / 2) of one ``input_shape`` image
-        and parameters of the final network; no latency table."""
+        and parameters of the inference network (the auxiliary head only
+        trains, so it is not counted, as DARTS reports); no latency table."""
         with torch.random.fork_rng(devices=[]):  # weight values do not change the counts
-            net = self.build_network(genotype)
+            net = self.build_network(genotype, auxiliary=False)
         return {**module_cost(net, self.input_shape), "latency_ms": None}
 
     def render(self, genotype: CellGenotype, path: str | Path, title: str = "") -> Path:
