@@ -36,11 +36,13 @@ def need(path: Path, stage: str) -> Path:
     return path
 
 
-def space_config(params: Params) -> Any:
+def chosen_space_section(params: Params) -> Any:
+    """``spaces.<search.space>``."""
     return getattr(params.spaces, params.search.space)
 
 
-def strategy_config(params: Params) -> Any:
+def chosen_strategy_section(params: Params) -> Any:
+    """``strategies.<search.strategy>``."""
     return getattr(params.strategies, params.search.strategy)
 
 
@@ -50,7 +52,7 @@ def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchS
     ``measure`` them into this stage's output when missing or stale (the
     pretrain stage), or ``none``."""
     info = ctx.data_info
-    space = make_space(params.search.space, space_config(params), info.input_shape, info.num_classes)
+    space = make_space(params.search.space, chosen_space_section(params), info.input_shape, info.num_classes)
     if measurements == "none":
         return space
     measure = measurements == "measure"
@@ -59,7 +61,7 @@ def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchS
 
 
 def build_strategy(params: Params, ctx: Any, space: SearchSpace) -> SearchStrategy:
-    return create_strategy(params.search.strategy, space, strategy_config(params), ctx.device, params.runtime.seed)
+    return create_strategy(params.search.strategy, space, chosen_strategy_section(params), ctx.device, params.runtime.seed)
 
 
 def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchData:
@@ -79,8 +81,8 @@ def chosen_sections(params: Params) -> dict[str, Any]:
     """The params that shape a search: the chosen space's and strategy's
     sections only (what the stages log, and the resume guard)."""
     return {"search": section_dict(params, "search"),
-            f"spaces.{params.search.space}": space_config(params).model_dump(mode="json"),
-            f"strategies.{params.search.strategy}": strategy_config(params).model_dump(mode="json")}
+            f"spaces.{params.search.space}": chosen_space_section(params).model_dump(mode="json"),
+            f"strategies.{params.search.strategy}": chosen_strategy_section(params).model_dump(mode="json")}
 
 
 def fingerprint(params: Params, space: SearchSpace) -> str:
