@@ -61,7 +61,8 @@ def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchS
 
 
 def build_strategy(params: Params, ctx: Any, space: SearchSpace) -> SearchStrategy:
-    return create_strategy(params.search.strategy, space, chosen_strategy_section(params), ctx.device, params.runtime.seed)
+    return create_strategy(params.search.strategy, space, chosen_strategy_section(params), ctx.device,
+                           params.runtime.seed)
 
 
 def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchData:

@@ -35,7 +35,7 @@ from nas_core.spaces import SearchSpace
 from nas_core.spaces.export import export_network
 from nas_core.train.fit import FitSettings
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
-from tasks.nas import GENOTYPE, build_space, load_genotype, need, chosen_space_section
+from tasks.nas import GENOTYPE, build_space, chosen_space_section, load_genotype, need
 from tasks.placement import threads_per_task
 from tasks.tracking import log_figure_file
 
@@ -110,8 +110,8 @@ def _save_chosen(params: Params, ctx: Any, space: SearchSpace, row: dict[str, An
     under model/, logged and registered."""
     model_dir = ctx.out / "model"
     info = ctx.data_info
-    export_network(model_dir, params.search.space, chosen_space_section(params).model_dump(mode="json"), info.input_shape,
-                   info.num_classes, result["genotype"], result["state_dict"],
+    export_network(model_dir, params.search.space, chosen_space_section(params).model_dump(mode="json"),
+                   info.input_shape, info.num_classes, result["genotype"], result["state_dict"],
                    extra={"strategy": params.search.strategy})
     write_json(model_dir / "genotype.json", result["genotype"])
     cost = {k: row[k] for k in ("flops", "params", "latency_ms")}

@@ -46,7 +46,8 @@ def main(args: argparse.Namespace) -> None:
     result = strategy.run(shard_search_data(digits_data(n_w=48, n_a=32, n_val=16, batch=16)), [check])
     if ddp.is_main():
         torch.save({"arch": {k: v.detach().clone() for k, v in strategy.arch.state_dict().items()},
-                    "history": result.history, "same": check.same, "alpha_per_epoch": check.alpha, "world": ddp.world_size(),
+                    "history": result.history, "same": check.same, "alpha_per_epoch": check.alpha,
+                    "world": ddp.world_size(),
                     "class": type(strategy).__name__}, args.out)
     ddp.cleanup()
 

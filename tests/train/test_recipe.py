@@ -49,7 +49,8 @@ def test_the_auxiliary_loss_is_added_with_its_weight():
     for weight in (0.0, 0.4):
         torch.manual_seed(0)
         net = space.build_network(genotype)
-        result = fit(net, data(), data(32, 1), FitSettings(epochs=1, batch_size=64, aux_weight=weight), torch.device("cpu"))
+        settings = FitSettings(epochs=1, batch_size=64, aux_weight=weight)
+        result = fit(net, data(), data(32, 1), settings, torch.device("cpu"))
         losses[weight] = result.history[0]["train_loss"]
     assert losses[0.4] > losses[0.0]  # the same first step, plus 0.4 x a positive cross entropy
 
@@ -82,7 +83,7 @@ def test_gradient_clipping_bounds_each_step():
         torch.manual_seed(0)
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
         before = model[1].weight.detach().clone()
-        fit(model, data(), data(16), FitSettings(epochs=1, batch_size=64, lr=0.5, momentum=0.0, weight_decay=0.0, grad_clip=clip),
-            torch.device("cpu"))
+        settings = FitSettings(epochs=1, batch_size=64, lr=0.5, momentum=0.0, weight_decay=0.0, grad_clip=clip)
+        fit(model, data(), data(16), settings, torch.device("cpu"))
         moved[clip] = float((model[1].weight.detach() - before).norm())
     assert moved[1e-6] < 1e-5 < moved[None]

@@ -233,5 +233,6 @@ class CellSpace(SearchSpace):
             if np.shape(tables[key]) != shape:
                 raise ValueError(f"cell tables[{key!r}]: expected shape {shape}, got {np.shape(tables[key])}")
         probs = {kind: np.asarray(tables[kind], dtype=np.float64) for kind in KINDS}
-        edges = {kind: np.asarray(tables[f"edges_{kind}"], dtype=np.float64) for kind in KINDS} if all(present) else None
+        edges = ({kind: np.asarray(tables[f"edges_{kind}"], dtype=np.float64) for kind in KINDS}
+                 if all(present) else None)
         return probs, edges
