@@ -4,8 +4,6 @@ registered. Settings: the strategy's params.yaml section (the digits scale)
 cut to 2 epochs (per stage), on 8x8 digits."""
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +14,7 @@ from nas_core.config import load_params
 from nas_core.dcnas.cluster import cluster_features
 from nas_core.dcnas.features import extract_output_features, extract_param_features
 from nas_core.dcnas.select import top_per_cluster
+from nas_core.io import load_tensors, save_tensors
 from nas_core.runtime import seed_everything
 from nas_core.spaces import make_space
 from nas_core.strategies import STRATEGIES, OneShotStrategy, StrategyError, create_strategy
@@ -39,14 +38,17 @@ class Stop(Exception):
 
 
 class Keep:
-    """Keeps each epoch's state (as the pretrain stage's checkpoints do);
-    raises Stop after ``stop_after`` epochs (a killed run)."""
+    """Keeps each epoch's state through a file, as the pretrain stage's
+    checkpoints do (``torch.load(weights_only=True)``); raises Stop after
+    ``stop_after`` epochs (a killed run)."""
 
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.states, self.stop_after = [], stop_after
+    def __init__(self, directory, stop_after: int | None = None) -> None:
+        self.directory, self.states, self.stop_after = directory, [], stop_after
 
     def on_epoch_end(self, strategy, epoch, metrics):
-        self.states.append(copy.deepcopy(strategy.state_dict()))  # as saved to disk: a snapshot
+        path = self.directory / f"epoch_{epoch:03d}.pt"
+        save_tensors(path, strategy.state_dict())
+        self.states.append(load_tensors(path))
         if epoch == self.stop_after:
             raise Stop
 
@@ -91,9 +93,9 @@ def train(name, space_name, digits, keep, measured):
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids=[f"{n}-{s}" for n, s in PAIRS])
-def trained(request, digits, measured):
+def trained(request, digits, measured, tmp_path_factory):
     name, space_name = request.param
-    keep = Keep()
+    keep = Keep(tmp_path_factory.mktemp(f"{name}-states"))
     strategy, result = train(name, space_name, digits, keep, measured)
     return name, space_name, strategy, result, keep.states
 
@@ -112,17 +114,21 @@ def test_training_reports_finite_metrics_and_tables_the_space_reads(trained):
     assert all(np.isfinite(v) for row in result.history for v in row.values())
     space = strategy.space
     space.genotype_from_dict(result.genotype.to_dict())
+    assert all(np.isfinite(t).all() and (t >= 0).all() for t in result.tables.values())  # probabilities
     draws = space.sample(result.tables, 20, seed=0)
     assert np.isfinite(space.score(draws.archs, result.tables)).all()
 
 
-def test_resume_after_a_kill_is_bit_identical(trained, digits, measured):
+def test_resume_after_a_kill_is_bit_identical(trained, digits, measured, tmp_path):
     name, space_name, _, result, states = trained
-    killed = Keep(stop_after=1)
+    killed = Keep(tmp_path, stop_after=1)
     train(name, space_name, digits, killed, measured)
     resumed = build(name, space_name, measured)
     again = resumed.run(resumed.search_data(*digits), state=killed.states[-1])
     assert untimed(again.history) == untimed(result.history)
+    assert again.genotype == result.genotype
+    for key, table in result.tables.items():
+        np.testing.assert_array_equal(again.tables[key], table)
     final = states[-1]["supernet"]
     for key, value in resumed.state_dict()["supernet"].items():
         assert torch.equal(value, final[key]), key

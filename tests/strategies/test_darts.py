@@ -7,71 +7,21 @@ import torch
 from darts_helpers import CELL_STRATEGIES, digits_data, digits_tensors, make, tiny_params, tiny_space
 from torch.utils.data import TensorDataset
 
-from nas_core.io import load_tensors, save_tensors
 from nas_core.spaces import make_space
 from nas_core.spaces.cell import SKIP, CellGenotype, channel_shuffle
 from nas_core.strategies import STRATEGIES, StrategyError, create_strategy
-from nas_core.strategies.base import SearchStrategy
-from nas_core.supernet.base import Supernet
 from nas_core.supernet.cell import MixedOp, SearchNetwork
 from tests.train.one_thread import one_thread  # noqa: F401
 
 ALL_CELL = {"darts", "pc_darts", "p_darts", "gdas", "snas"}
-TABLES = {"normal", "reduce", "edges_normal", "edges_reduce"}
 
 
 def test_every_cell_strategy_is_registered():
     assert ALL_CELL <= set(CELL_STRATEGIES)
 
 
-class _Keep:
-    """Callback keeping the strategy state after a given epoch."""
-
-    def __init__(self, at: int) -> None:
-        self.at, self.state = at, None
-
-    def on_epoch_end(self, strategy: SearchStrategy, epoch: int, metrics: dict) -> None:
-        if epoch == self.at:
-            self.state = strategy.state_dict()
-
-
-def _epochs_for(name: str) -> dict:
-    return {"epochs": 1} if name == "p_darts" else {}  # p_darts: 2 stages x 1 epoch
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(ALL_CELL))
-def test_strategy_runs_and_resume_equals_uninterrupted(name, tmp_path):
-    keep = _Keep(at=1)
-    full = make(name, **_epochs_for(name))
-    result = full.run(digits_data(n_w=16, n_val=16), callbacks=[keep])
-    assert isinstance(result.genotype, CellGenotype) and isinstance(full.supernet, Supernet)
-    assert full.space.genotype_from_dict(result.genotype.to_dict()) == result.genotype
-    assert set(result.tables) == TABLES
-    for kind in ("normal", "reduce"):
-        table = result.tables[kind]
-        assert table.shape == (14, len(full.space.op_names))
-        np.testing.assert_allclose(table.sum(axis=1), 1.0, atol=1e-6)
-    assert full.space.sample(result.tables, 20, seed=0).num_drawn == 20  # the tables feed DC-NAS
-    assert {"loss", "acc", "skip_normal", "skip_reduce", "peak_rss_mb"} <= set(result.history[-1])
-    assert set(full.progress_postfix(result.history[-1])) == {"loss", "skip_normal"}
-    assert len(result.history) == full.num_epochs() == 2
-
-    save_tensors(tmp_path / "state.pt", keep.state)  # through disk, weights_only load
-    state = load_tensors(tmp_path / "state.pt")
-    if name != "p_darts":  # P-DARTS's epoch-1 state holds its first stage's network
-        assert set(state["supernet"]) == set(full.supernet.state_dict())
-    resumed = make(name, **_epochs_for(name)).run(digits_data(n_w=16, n_val=16), state=state)
-    assert resumed.genotype == result.genotype
-    for key in TABLES:
-        np.testing.assert_array_equal(resumed.tables[key], result.tables[key])
-    assert _stable(resumed.history) == _stable(result.history)
-
-
-def _stable(history: list[dict]) -> list[dict]:
-    """History without the wall-clock and memory readings."""
-    return [{k: v for k, v in h.items() if k not in ("step_time_s", "peak_rss_mb", "cuda_peak_mb")}
-            for h in history]
+# Every strategy's one tiny run and bit-identical resume through a checkpoint
+# file: tests/contracts/test_strategies.py (over the registry).
 
 
 def test_search_data_shuffles_with_the_global_rng():

@@ -36,6 +36,7 @@ def test_cell_network_has_an_auxiliary_head_for_training_only():
     net = space.build_network(genotype)
     logits, auxiliary = net.train()(torch.randn(2, 1, 8, 8))
     assert logits.shape == auxiliary.shape == (2, 10)
+    assert net.train()(torch.randn(1, 1, 8, 8)).shape == (1, 10)  # a batch of one: no auxiliary output
     assert net.eval()(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     plain = make_space("cell", {**CELL, "auxiliary_weight": 0.0}, (1, 8, 8), 10)
     assert not hasattr(plain.build_network(genotype), "auxiliary")

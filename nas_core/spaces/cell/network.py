@@ -130,7 +130,9 @@ class CellNetwork(nn.Module):
     ``final_channels``); nas_core.spaces.export saves and reloads it. With
     ``auxiliary``, DARTS's auxiliary head reads the output of cell
     ``2 * cells // 3`` (the second reduction) and, in training mode only,
-    ``forward`` returns ``(logits, auxiliary logits)``."""
+    ``forward`` returns ``(logits, auxiliary logits)`` (not for a batch of
+    one image: the head's BatchNorm over a 1x1 map needs two; such a batch
+    trains without the auxiliary loss)."""
 
     def __init__(self, genotype: CellGenotype, input_channels: int, num_classes: int,
                  channels: int, cells: int, auxiliary: bool = False) -> None:
@@ -156,7 +158,7 @@ class CellNetwork(nn.Module):
         auxiliary = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1)
-            if i == self.aux_at and self.training and hasattr(self, "auxiliary"):
-                auxiliary = self.auxiliary(s1)
+            if i == self.aux_at and self.training and hasattr(self, "auxiliary") and len(s1) > 1:
+                auxiliary = self.auxiliary(s1)  # a batch of one has no statistics for the head's BatchNorm
         logits = self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
         return logits if auxiliary is None else (logits, auxiliary)
