@@ -92,17 +92,17 @@ TINY_CELL_RUN = {"search.strategy": "pc_darts", "subset.fraction": 0.1, "subset.
 
 def test_another_strategy_runs_through_dvc_and_reruns_only_what_its_space_reads(project, prefect_server):
     """`nasflow pipeline --set search.strategy=pc_darts`: the space follows
-    the strategy (cell); its supernet trains, its genotype is derived and
-    DC-NAS samples from its tables, every stage through DVC (the rest of the
-    chain on the cell space: tests/contracts/test_stage_chain.py). A change
-    to the layer-wise space's code leaves this run up to date, a change to
-    the cell space's code reruns it from pretrain on."""
-    result = nas_pipeline(root=str(project), overrides=TINY_CELL_RUN, stages=["dcnas_sample"])
-    assert result["stages"] == dict.fromkeys(["subset", "pretrain", "search", "dcnas_sample"], "ran")
+    the strategy (cell); its supernet trains and its genotype is derived,
+    every stage through DVC (the DC-NAS chain on the cell space:
+    tests/contracts/test_stage_chain.py). A change to the layer-wise space's
+    code leaves this run up to date, a change to the cell space's code
+    reruns it from pretrain on."""
+    result = nas_pipeline(root=str(project), overrides=TINY_CELL_RUN, stages=["search"])
+    assert result["stages"] == dict.fromkeys(["subset", "pretrain", "search"], "ran")
     assert "space: cell" in (project / "params.yaml").read_text()
     genotype = json.loads((project / "artifacts" / "search" / "genotype.json").read_text())
     assert genotype["space"] == "cell" and len(genotype["normal"]) == 8
-    status = ("dvc", "status", "--with-deps", "dcnas_sample")
+    status = ("dvc", "status", "--with-deps", "search")
     assert "up to date" in sh(*status, cwd=project).stdout
 
     with open(project / "nas_core" / "spaces" / "layerwise" / "space.py", "a") as f:
@@ -111,4 +111,4 @@ def test_another_strategy_runs_through_dvc_and_reruns_only_what_its_space_reads(
     with open(project / "nas_core" / "spaces" / "cell" / "space.py", "a") as f:
         f.write("\n# an edit to this space\n")
     changed = sh(*status, cwd=project).stdout.split()
-    assert {"pretrain:", "search:", "dcnas_sample:"} <= set(changed) and "subset:" not in changed
+    assert {"pretrain:", "search:"} <= set(changed) and "subset:" not in changed

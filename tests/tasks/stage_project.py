@@ -17,8 +17,9 @@ from tests.conftest import REPO
 TINY = {
     "runtime": {"device": "cpu", "seed": 0, "max_workers": 2},
     "subset": {"fraction": 0.1, "probe_size": 16},
-    "spaces": {"cell": {"final_cells": 3, "final_channels": 4}, "layerwise": {"latency_repeats": 1}},
-    "dcnas_sample": {"num_samples": 40},
+    "spaces": {"cell": {"final_cells": 3, "final_channels": 4, "auxiliary_weight": 0.0},  # recipe: test_recipe.py
+               "layerwise": {"latency_repeats": 1}},
+    "dcnas_sample": {"num_samples": 20},
     "dcnas_features": {"probe_batch_size": 16},
     "dcnas_cluster": {"k": 2, "silhouette_sample": 20},
     "evaluate": {"epochs": 1, "batch_size": 64},
