@@ -57,9 +57,9 @@ def tiny_config(name: str) -> dict:
 @pytest.fixture(scope="module")
 def digits():
     x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x[:160] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
-    y = torch.tensor(y[:160])
-    return TensorDataset(x[:64], y[:64]), TensorDataset(x[64:128], y[64:128]), TensorDataset(x[128:], y[128:])
+    x = torch.tensor(x[:96] / 16.0, dtype=torch.float32).view(-1, 1, 8, 8)
+    y = torch.tensor(y[:96])
+    return TensorDataset(x[:40], y[:40]), TensorDataset(x[40:80], y[40:80]), TensorDataset(x[80:], y[80:])
 
 
 @pytest.fixture(scope="module")
