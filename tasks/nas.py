@@ -78,6 +78,13 @@ def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchDat
     return shard_search_data(data)
 
 
+def last_epoch_metrics(history: list[dict[str, float]]) -> dict[str, float]:
+    """The last epoch's metrics without the wall-clock and memory readings
+    (those vary from run to run; they stay in history.csv and MLflow)."""
+    timing = ("step_time_s", "peak_rss_mb", "cuda_peak_mb")
+    return {k: float(v) for k, v in (history[-1] if history else {}).items() if k not in timing}
+
+
 def chosen_sections(params: Params) -> dict[str, Any]:
     """The params that shape a search: the chosen space's and strategy's
     sections only (what the stages log, and the resume guard)."""

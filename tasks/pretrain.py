@@ -29,11 +29,10 @@ from nas_core.config import Params
 from nas_core.io import save_npy, write_history, write_json, write_text
 from nas_core.strategies import OneShotStrategy
 from nas_core.train import run_resumable
-from tasks.nas import CHECKPOINTS, build_space, build_strategy, fingerprint, search_data
+from tasks.nas import CHECKPOINTS, build_space, build_strategy, fingerprint, last_epoch_metrics, search_data
 
 SECTIONS = ("search",)
 PERSISTENT = True
-TIMING_KEYS = ("step_time_s", "peak_rss_mb", "cuda_peak_mb")
 OWNER_FILE = "strategy.txt"
 
 
@@ -92,5 +91,5 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
                                           "epochs": len(result.history)})
     for path in sorted(ctx.out.glob("*.csv")) + sorted(ctx.out.glob("*.npy")) + sorted(ctx.out.glob("*.json")):
         ctx.log.log_artifact(path, "pretrain")
-    last = {k: float(v) for k, v in result.history[-1].items() if k not in TIMING_KEYS}
+    last = last_epoch_metrics(result.history)
     return {"epochs": float(len(result.history)), **last}

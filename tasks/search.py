@@ -25,11 +25,10 @@ import numpy as np
 
 from nas_core.config import Params
 from nas_core.io import atomic_path, save_npy, write_json
-from tasks.nas import GENOTYPE, TABLES, restored, save_tables
+from tasks.nas import GENOTYPE, TABLES, last_epoch_metrics, restored, save_tables
 from tasks.tracking import log_figure_file
 
 SECTIONS = ("search",)
-TIMING_KEYS = ("step_time_s", "peak_rss_mb", "cuda_peak_mb")
 
 
 def run(params: Params, ctx: Any) -> dict[str, float]:
@@ -52,7 +51,7 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     ctx.log.set_tags({"nasflow.genotype": space.label(genotype)[:5000]})
     for path in sorted(ctx.out.glob("*.json")) + sorted(ctx.out.glob("*.csv")) + [ctx.out / "genotype.png"]:
         ctx.log.log_artifact(path, "search")
-    last = {k: float(v) for k, v in (result.history[-1] if result.history else {}).items() if k not in TIMING_KEYS}
+    last = last_epoch_metrics(result.history)
     return {**last, **{k: float(v) for k, v in cost.items() if v is not None},
             "checkpoint_epoch": float(state["epoch"])}
 
