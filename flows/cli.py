@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from nas_core.config import ParamsError, load_params
 
@@ -43,13 +43,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"data: {source.name} at {source.root}: {len(source.train_targets)} training images, "
           f"{source.num_classes} classes, input {shape}")
     print(f"splits: {sizes}")
+    for line in fit_warnings(params, source.input_shape):
+        print(f"nasflow: warning: {line}", file=sys.stderr)
     return 0
+
+
+def fit_warnings(params: Any, input_shape: tuple[int, ...]) -> list[str]:
+    """Settings of the chosen space that do not suit the data (still valid,
+    so a warning, not an error): the ``fit_warnings(input_shape)`` of its
+    config section, where the space's config defines one."""
+    from tasks.nas import chosen_space_section
+
+    check = getattr(chosen_space_section(params), "fit_warnings", None)
+    return list(check(tuple(input_shape))) if check is not None else []
 
 
 def registries() -> dict[str, Sequence[str]]:
     """Every name params.yaml can use, by registry: dataset sources, search
     spaces, each space's named choices (op tables, op sets) and strategies
-    with the spaces they search."""
+    with the spaces they search, evaluators."""
     from nas_core.data import SOURCES
     from nas_core.spaces import SPACES
     from nas_core.strategies import STRATEGIES
@@ -60,6 +72,9 @@ def registries() -> dict[str, Sequence[str]]:
             out[f"{name} {title}"] = registry.names()
     out["strategies (search.strategy)"] = [
         f"{n} ({STRATEGIES.get(n).kind}; spaces: {', '.join(STRATEGIES.get(n).spaces)})" for n in STRATEGIES.names()]
+    from nas_core.evaluators import EVALUATORS
+
+    out["evaluators (strategies.<multi-trial>.evaluator, evaluate.evaluator)"] = EVALUATORS.names()
     return out
 
 

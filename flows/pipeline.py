@@ -21,8 +21,9 @@ from nas_core.config import ParamsError, apply_overrides, load_params, read_para
 from nas_core.io import atomic_path
 from flows.dag import stage_order
 from flows.tools import tools_env
-from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dvc_lock_entry_hash, git_commit,
-                            tracking_uri)
+from tasks.context import ARTIFACTS
+from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dataset_inputs, dataset_name, dvc_lock_entry_hash,
+                            git_commit, tracking_uri, ui_link)
 
 #: What `nasflow pipeline` runs by default: the main chain up to retraining
 #: (the channel-ratio ablation has its own flow, `nasflow ablation`).
@@ -102,6 +103,8 @@ def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
                              tags={"prefect.flow_run_id": flow_run_id, "nasflow.kind": "pipeline",
                                    "mlflow.source.git.commit": git_commit(project)})
     parent.log_params(params.model_dump(mode="json"))
+    parent.describe(f"NAS pipeline: strategy {params.search.strategy} on search space {params.search.space}, "
+                    f"dataset {dataset_name(params.data)}; stages {' -> '.join(order)}")
     env = {PARENT_ENV: parent.run_id, FLOW_RUN_ENV: flow_run_id, "NASFLOW_PROGRESS_INTERVAL": "10",
            "PREFECT_API_URL": prefect_api_url()}
     status: dict[str, str] = {}
@@ -110,6 +113,9 @@ def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
             status[stage] = run_dvc_stage(stage, str(project), env)
             parent.set_tags({f"stage.{stage}": status[stage],
                              f"dvc.lock.{stage}": dvc_lock_entry_hash(project, stage)})
+            if not parent.inputs:  # the dataset, once the subset stage has (re)written its manifest
+                manifest = project / ARTIFACTS / "subset" / "manifest.json"
+                parent.log_inputs(dataset_inputs(params.data, project, manifest))
     except BaseException:
         parent.end("FAILED")
         raise
@@ -128,8 +134,8 @@ def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
         lines.append(f"test accuracy: {m.get('chosen_test_acc', float('nan')):.4f}  "
                      f"(the search strategy's own genotype: {m.get('baseline_test_acc', float('nan')):.4f})")
     lines.append(f"metrics: {project / 'metrics'}   artifacts: {project / 'artifacts'}")
-    lines.append(f"MLflow: `make ui`, then http://127.0.0.1:5000/#/experiments/{result['experiment_id']}"
-                 f"/runs/{result['parent_run_id']} (parent run {result['parent_run_id']})")
+    lines.append(f"MLflow: `make ui`, then {ui_link(result['experiment_id'])} (runs table; parent run "
+                 f"{ui_link(result['experiment_id'], result['parent_run_id'])})")
     return lines
 
 

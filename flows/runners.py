@@ -4,7 +4,8 @@
 - ``dask``: ``prefect_dask.DaskTaskRunner`` on the scheduler at
   ``runtime.dask_address`` when set, otherwise on a ``distributed.LocalCluster``
   of ``runtime.dask_n_workers`` single-threaded worker processes bound to
-  127.0.0.1 (dashboard on a free loopback port).
+  127.0.0.1 (dashboard on a free loopback port), started once per process
+  and reused by every fan-out of that process.
 - ``ray``: ``prefect_ray.RayTaskRunner`` (the optional extra ``nasflow[ray]``);
   ``ray.init`` joins the cluster named by ``RAY_ADDRESS`` when it is set.
 
@@ -24,7 +25,10 @@ device of the worker that runs it.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
+import json
+import logging
 import os
 from typing import Any, ContextManager
 
@@ -135,6 +139,31 @@ def local_cluster_kwargs(runtime: RuntimeConfig, gpu: bool) -> dict[str, Any]:
     return kwargs
 
 
+_CLUSTERS: dict[str, Any] = {}
+
+
+def shared_local_cluster(kwargs: dict[str, Any]) -> str:
+    """The address of a LocalCluster with ``kwargs``, started once per
+    process and kept until it exits: a stage that fans out many times (the
+    rounds of a multi-trial search) pays the workers' start-up once, and
+    the workers keep what they cached (loaded splits, a loaded supernet)."""
+    key = json.dumps(kwargs, sort_keys=True, default=str)
+    cluster = _CLUSTERS.get(key)
+    if cluster is None or cluster.status.name != "running":
+        from distributed import LocalCluster
+
+        cluster = _CLUSTERS[key] = LocalCluster(**kwargs)
+        atexit.register(_close_quietly, cluster)
+    return cluster.scheduler_address
+
+
+def _close_quietly(cluster: Any) -> None:
+    """Close a shared cluster at exit without its shutdown chatter reaching
+    log handlers that Prefect has already torn down."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    cluster.close()
+
+
 def make_dask_runner(runtime: RuntimeConfig) -> Any:
     import dask
 
@@ -144,8 +173,7 @@ def make_dask_runner(runtime: RuntimeConfig) -> Any:
     if runtime.dask_address:
         return runner_class(address=runtime.dask_address)
     os.environ["PREFECT_API_URL"] = ensure_api_url()
-    return runner_class(cluster_class="distributed.LocalCluster",
-                        cluster_kwargs=local_cluster_kwargs(runtime, gpu_in_use(runtime)))
+    return runner_class(address=shared_local_cluster(local_cluster_kwargs(runtime, gpu_in_use(runtime))))
 
 
 def make_ray_runner(runtime: RuntimeConfig) -> Any:

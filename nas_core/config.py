@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+from nas_core.evaluators import EVALUATORS, EvaluatorName
 from nas_core.registry import nearest
 from nas_core.sections import CrossFieldError, Section
 from nas_core.spaces import SPACES
@@ -104,6 +105,8 @@ def _registry_section(registry: Any, model_name: str, doc: str) -> type[Section]
 SpacesConfig = _registry_section(SPACES, "SpacesConfig", "One section per registered search space.")
 StrategiesConfig = _registry_section(STRATEGIES, "StrategiesConfig",
                                      "One section per registered strategy, with its paper's defaults.")
+EvaluatorsConfig = _registry_section(EVALUATORS, "EvaluatorsConfig",
+                                     "One section per registered evaluator (genotype -> metrics).")
 
 
 class DcnasSampleConfig(Section):
@@ -131,15 +134,20 @@ class DcnasClusterConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Early-stopping evaluation on D~ (Eq. 8) inside each cluster."""
+    """Per-cluster evaluation (Eq. 8): ``evaluator`` scores each cluster's
+    candidates (``train``: early-stopped training on D~ for ``epochs``
+    epochs with ``evaluators.train``'s settings; ``zero_cost`` / ``supernet``:
+    without training, ``epochs`` unused)."""
 
+    evaluator: EvaluatorName = "train"
     epochs: int = Field(2, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.05, gt=0)
 
 
 class RetrainConfig(Section):
-    """Full training of the finalists on D (Eq. 10), cosine schedule."""
+    """Full training of the finalists on D (Eq. 10), cosine schedule:
+    the K cluster picks, the search strategy's own genotype
+    (``include_baseline``) and, with ``random_control``, random genotypes of
+    the space at the compute DC-NAS's selection spent (tasks/retrain.py)."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -148,24 +156,38 @@ class RetrainConfig(Section):
     weight_decay: float = Field(4e-5, ge=0)
     augment: bool = True
     include_baseline: bool = True
+    random_control: bool = True
 
 
 class AblationConfig(Section):
-    """Table-1 ablation on the channel-ratio space (dc-nas.md §4.1; the
-    space's widths, ratios and strides are ``spaces.channel_ratio``):
-    ``num_archs`` separately trained networks (``epochs`` = η max on D~),
-    the grid ``eta_list`` × ``k_list`` (K=1 is global early stopping),
-    random search with a budget of ``int(rs_fraction * num_archs) + K`` fully
-    trained networks repeated ``rs_repeats`` times, full training for
-    ``full_epochs`` on D. ``ground_truth`` fully trains every sampled network
-    (regret, Kendall tau)."""
+    """Table-1 study on the channel-ratio space (dc-nas.md §4.1; the space's
+    widths, ratios and strides are ``spaces.channel_ratio``).
 
-    num_archs: int = Field(60, ge=2, le=15625)
-    epochs: int = Field(6, ge=2)
-    eta_list: list[int] = Field(default_factory=lambda: [2, 4, 6], min_length=1)
+    ``preset`` (``paper`` | ``smoke``, nas_core/ablation/presets.py) fills
+    ``num_archs``, ``subset_fraction``, ``epochs``, ``eta_list``, ``k_list``
+    and ``full_epochs``; a key given beside it wins. Per replicate:
+    ``num_archs`` networks sampled from the space, trained separately for
+    ``epochs`` (η max) on D~ = ``subset_fraction`` of D (drawn per
+    replicate, stratified); the grid ``eta_list`` × ``k_list`` (K = 1 is
+    global early stopping); random search at ``rs_budget`` =
+    ``equal_compute`` (floor(s σ η / full_epochs) + K networks, the paper's
+    156 + K at its settings) or ``fraction`` (int(rs_fraction · s) + K, the
+    paper's fixed 1 %), ``rs_repeats`` draws; full training for
+    ``full_epochs`` on D. ``ground_truth`` fully trains every sampled
+    network (regret, Kendall τ). ``repeats`` independent replicates (new
+    sampled set, new D~, new training seeds) give means with 95 % CIs and
+    paired tests (nas_core/ablation/stats.py)."""
+
+    preset: Literal["paper", "smoke"] = "paper"
+    repeats: int = Field(1, ge=1, le=1000)
+    num_archs: int = Field(40, ge=2, le=15625)
+    subset_fraction: float = Field(0.1, gt=0.0, le=1.0)
+    epochs: int = Field(4, ge=2)
+    eta_list: list[int] = Field(default_factory=lambda: [2, 3, 4], min_length=1)
     k_list: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], min_length=1)
     features: Literal["output", "params"] = "output"
-    full_epochs: int = Field(10, ge=1)
+    full_epochs: int = Field(30, ge=1)
+    rs_budget: Literal["equal_compute", "fraction"] = "equal_compute"
     rs_fraction: float = Field(0.01, ge=0.0, le=1.0)
     rs_repeats: int = Field(20, ge=1)
     ground_truth: bool = True
@@ -173,6 +195,18 @@ class AblationConfig(Section):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_preset(cls, data: Any) -> Any:
+        from nas_core.ablation.presets import PRESETS
+
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "paper")
+        if preset not in PRESETS:
+            raise CrossFieldError("ablation.preset", preset, f"allowed: {', '.join(PRESETS)}")
+        return {**PRESETS[preset], **data}
 
 
 class Params(Section):
@@ -183,6 +217,7 @@ class Params(Section):
     search: SearchConfig = SearchConfig()
     spaces: SpacesConfig = SpacesConfig()
     strategies: StrategiesConfig = StrategiesConfig()
+    evaluators: EvaluatorsConfig = EvaluatorsConfig()
     dcnas_sample: DcnasSampleConfig = DcnasSampleConfig()
     dcnas_features: DcnasFeaturesConfig = DcnasFeaturesConfig()
     dcnas_cluster: DcnasClusterConfig = DcnasClusterConfig()
@@ -224,10 +259,11 @@ def _ablation_grid_fits(p: Params) -> None:
     if any(not 2 <= e <= a.epochs for e in a.eta_list):
         raise CrossFieldError("ablation.eta_list", a.eta_list,
                               f"every eta must be in 2..ablation.epochs ({a.epochs}); eta=1 gives constant features")
-    budget = max(a.k_list) + int(a.rs_fraction * a.num_archs)
-    if min(a.k_list) < 1 or budget > a.num_archs:
+    fixed = int(a.rs_fraction * a.num_archs) if a.rs_budget == "fraction" else 0
+    if min(a.k_list) < 1 or max(a.k_list) + fixed > a.num_archs:
+        extra = " + int(rs_fraction * num_archs)" if fixed else ""
         raise CrossFieldError("ablation.k_list", a.k_list,
-                              f"K >= 1 and max(K) + int(rs_fraction * num_archs) <= ablation.num_archs ({a.num_archs})")
+                              f"K >= 1 and max(K){extra} <= ablation.num_archs ({a.num_archs})")
 
 
 CROSS_CHECKS = [_k_not_above_samples, _feature_epochs_ordered, _splits_leave_data, _ablation_grid_fits]
@@ -256,7 +292,20 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         raise ParamsError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    _check_complete(path, raw)
     return raw
+
+
+def _check_complete(path: Path, raw: dict[str, Any]) -> None:
+    """Every top-level section must be in the file: dvc.yaml reads each
+    stage's params from it, so an empty or cut-off file would run on
+    defaults DVC never sees. (Keys inside a section may be left out: they
+    take the documented defaults, like any optional setting.)"""
+    missing = [name for name in Params.model_fields if name not in raw]
+    if missing:
+        what = "empty params file" if not raw else "truncated or incomplete params file"
+        raise ParamsError(f"{path}: {what}: missing sections {', '.join(missing)} (every section of params.yaml "
+                          "must be present; dvc.yaml reads the stages' params from this file)")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

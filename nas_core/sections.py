@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class Section(BaseModel):
@@ -19,3 +19,22 @@ class CrossFieldError(ValueError):
     def __init__(self, key: str, value: Any, allowed: str) -> None:
         super().__init__(f"{key} = {value!r}: {allowed}")
         self.key, self.value, self.allowed = key, value, allowed
+
+
+def validated_section(model: type[Section], params: Any, section: str, error: type[Exception]) -> Section:
+    """``params`` (a ``model`` instance, a mapping of section ``section`` of
+    params.yaml, or None for the defaults) validated by ``model``; the first
+    problem is raised as ``error`` naming the dotted key, the value and what
+    is allowed (a :class:`CrossFieldError` names its own key)."""
+    if isinstance(params, model):
+        return params
+    try:
+        return model.model_validate(dict(params or {}))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        cross = (first.get("ctx") or {}).get("error")
+        if isinstance(cross, CrossFieldError):
+            raise error(str(cross)) from None
+        key = ".".join(str(p) for p in first["loc"])
+        raise error(f"{section}.{key} = {first.get('input')!r}: "
+                    f"{first['msg'].removeprefix('Value error, ')}") from None

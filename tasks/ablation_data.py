@@ -1,14 +1,17 @@
 """Shared shell code of the two ablation stages (not a stage itself): the
 channel-ratio space built from ``spaces.channel_ratio`` for the data's
-shape, the splits as in-memory tensors and the mapping of one function over
-the architectures (one fan-out item per architecture)."""
+shape, the replicates (each with its own D~ drawn from the subset stage's
+D), the splits as in-memory tensors and the mapping of one function over
+the architectures of every replicate (one fan-out item per architecture)."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils.data import Subset
 
 from nas_core.ablation.loop import stack_split
+from nas_core.ablation.replicates import Replicate, draw_replicates
 from nas_core.ablation.separate import ArchData
 from nas_core.config import Params
 from nas_core.spaces import SearchSpace, make_space
@@ -26,12 +29,23 @@ def ablation_space(params: Params, ctx: StageContext) -> SearchSpace:
     return make_space(SPACE, params.spaces.channel_ratio, info.input_shape, info.num_classes)
 
 
-def separate_data(ctx: StageContext) -> ArchData:
-    """D~ (``subset``) to train on, ``val`` for the early-stopping score, the
-    probe images for Eq. 7."""
-    splits = ctx.splits()
-    return ArchData(train=stack_split(splits["subset"]), val=stack_split(splits["val"]),
-                    num_classes=ctx.data_info.num_classes, probe=stack_split(splits["probe"]).x)
+def replicates(params: Params, ctx: StageContext) -> list[Replicate]:
+    """``ablation.repeats`` replicates, each with D~ = ``ablation.subset_fraction``
+    of the subset stage's D and a probe of at most ``subset.probe_size`` of
+    its images (the same draws in both stages: they depend only on the
+    labels and the seed)."""
+    full = ctx.splits()["full_train"]
+    cfg = params.ablation
+    return draw_replicates(ctx.source().train_targets, full.indices, cfg.subset_fraction, params.subset.probe_size,
+                           cfg.repeats, params.runtime.seed)
+
+
+def separate_data(ctx: StageContext, rep: Replicate) -> ArchData:
+    """The replicate's D~ to train on, ``val`` for the early-stopping score,
+    its probe images for Eq. 7."""
+    pool, splits = ctx.source().train, ctx.splits()
+    return ArchData(train=stack_split(Subset(pool, rep.subset.tolist())), val=stack_split(splits["val"]),
+                    num_classes=ctx.data_info.num_classes, probe=stack_split(Subset(pool, rep.probe.tolist())).x)
 
 
 def full_data(ctx: StageContext) -> ArchData:
@@ -60,7 +74,8 @@ def architecture_map(params: Params, ctx: StageContext, desc: str) -> Callable[[
         try:
             if worker_count(runtime) <= 1 or len(items) <= 1:
                 return [fn(item) for item in ctx.progress(items, desc=desc, total=len(items))]
-            names = [f"{desc.replace(' ', '-')}-{getattr(item, 'index', i)}" for i, item in enumerate(items)]
+            names = [f"{desc.replace(' ', '-')}-r{getattr(item, 'replicate', 0)}-{getattr(item, 'index', i)}"
+                     for i, item in enumerate(items)]
             return ctx.fan_out(fn, items, runtime, names=names, flow_name=f"{ctx.name}-fan-out")
         finally:
             torch.set_num_threads(threads)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -18,7 +19,7 @@ from torch.utils.data import Subset
 
 from nas_core.config import Params, section_dict
 from nas_core.data import DataError, weight_split
-from nas_core.io import atomic_path
+from nas_core.io import atomic_path, write_text
 from nas_core.spaces import SearchSpace, make_space
 from nas_core.strategies import OneShotStrategy, SearchData, SearchStrategy, create_strategy
 from nas_core.strategies.data_parallel import shard_search_data
@@ -27,6 +28,7 @@ from nas_core.train.checkpoint import latest_good_checkpoint, list_checkpoints, 
 CHECKPOINTS = "checkpoints"
 TABLES = "tables.npz"
 GENOTYPE = "genotype.json"
+OWNER_FILE = "strategy.txt"
 
 
 def need(path: Path, stage: str) -> Path:
@@ -60,9 +62,23 @@ def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchS
     return space.with_measurements(directory, ctx.device, measure, ctx.progress)
 
 
-def build_strategy(params: Params, ctx: Any, space: SearchSpace) -> SearchStrategy:
-    return create_strategy(params.search.strategy, space, chosen_strategy_section(params), ctx.device,
-                           params.runtime.seed)
+def build_strategy(params: Params, ctx: Any, space: SearchSpace, name: Optional[str] = None) -> SearchStrategy:
+    """Strategy ``name`` (default ``search.strategy``) with its params section."""
+    name = name or params.search.strategy
+    return create_strategy(name, space, getattr(params.strategies, name), ctx.device, params.runtime.seed)
+
+
+def build_trainer(params: Params, ctx: Any, space: SearchSpace, strategy: SearchStrategy
+                  ) -> Optional[OneShotStrategy]:
+    """The one-shot strategy whose supernet the pretrain stage trains for
+    ``strategy`` (``strategy.supernet_name()``: itself when one-shot, the
+    ``supernet`` key of a multi-trial one), or None."""
+    name = strategy.supernet_name()
+    if name is None:
+        return None
+    if name == strategy.name:
+        return one_shot(strategy)
+    return one_shot(build_strategy(params, ctx, space, name))
 
 
 def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchData:
@@ -81,22 +97,26 @@ def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchDat
 def last_epoch_metrics(history: list[dict[str, float]]) -> dict[str, float]:
     """The last epoch's metrics without the wall-clock and memory readings
     (those vary from run to run; they stay in history.csv and MLflow)."""
-    timing = ("step_time_s", "peak_rss_mb", "cuda_peak_mb")
+    timing = ("step_time_s", "peak_rss_mb", "cuda_peak_mb", "elapsed_s")
     return {k: float(v) for k, v in (history[-1] if history else {}).items() if k not in timing}
 
 
-def chosen_sections(params: Params) -> dict[str, Any]:
-    """The params that shape a search: the chosen space's and strategy's
+def chosen_sections(params: Params, strategy: Optional[str] = None) -> dict[str, Any]:
+    """The params that shape a search by ``strategy`` (default
+    ``search.strategy``) on the chosen space: the space's and strategy's
     sections only (what the stages log, and the resume guard)."""
-    return {"search": section_dict(params, "search"),
+    strategy = strategy or params.search.strategy
+    return {"search": {"strategy": strategy, "space": params.search.space},
             f"spaces.{params.search.space}": chosen_space_section(params).model_dump(mode="json"),
-            f"strategies.{params.search.strategy}": chosen_strategy_section(params).model_dump(mode="json")}
+            f"strategies.{strategy}": getattr(params.strategies, strategy).model_dump(mode="json")}
 
 
-def fingerprint(params: Params, space: SearchSpace) -> str:
-    """Digest of everything that shapes supernet training (resume guard)."""
+def fingerprint(params: Params, space: SearchSpace, strategy: Optional[str] = None, **more: Any) -> str:
+    """Digest of everything that shapes the work of ``strategy`` (default
+    ``search.strategy``) on ``space``, plus ``more`` (resume guard of
+    supernet checkpoints and trial tables)."""
     keys = {s: section_dict(params, s) for s in ("data", "subset")}
-    keys.update(chosen_sections(params), seed=params.runtime.seed, space=space.fingerprint())
+    keys.update(chosen_sections(params, strategy), seed=params.runtime.seed, space=space.fingerprint(), **more)
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -116,6 +136,19 @@ def pretrain_checkpoints(ctx: Any) -> list[tuple[int, Path]]:
     return found
 
 
+def final_checkpoint(ctx: Any, strategy: OneShotStrategy) -> Path:
+    """The newest pretrain checkpoint's path, which must be the last epoch."""
+    directory = ctx.artifacts("pretrain") / CHECKPOINTS
+    found = list_checkpoints(directory)
+    if not found:
+        raise DataError(f"{directory}: no supernet checkpoint; run `nasflow stage pretrain` first")
+    epoch, path = found[-1]
+    if epoch != strategy.num_epochs():
+        raise DataError(f"{directory}: newest checkpoint is epoch {epoch} of {strategy.num_epochs()}; "
+                        "rerun the pretrain stage")
+    return path
+
+
 def final_state(ctx: Any, strategy: SearchStrategy) -> dict[str, Any]:
     """The newest good pretrain checkpoint, which must be the last epoch."""
     directory = ctx.artifacts("pretrain") / CHECKPOINTS
@@ -129,14 +162,19 @@ def final_state(ctx: Any, strategy: SearchStrategy) -> dict[str, Any]:
     return state
 
 
-def restored(params: Params, ctx: Any) -> tuple[SearchSpace, OneShotStrategy, dict[str, Any]]:
-    """The space, and the strategy rebuilt from its final checkpoint."""
-    space = build_space(params, ctx)
-    strategy = one_shot(build_strategy(params, ctx, space))
-    state = final_state(ctx, strategy)
-    strategy.setup(None)
-    strategy.load_state_dict(state)
-    return space, strategy, state
+def restored(params: Params, ctx: Any, space: Optional[SearchSpace] = None
+             ) -> tuple[SearchSpace, OneShotStrategy, dict[str, Any]]:
+    """The space, and the search's supernet strategy (:func:`build_trainer`)
+    rebuilt from its final pretrain checkpoint."""
+    space = space or build_space(params, ctx)
+    trainer = build_trainer(params, ctx, space, build_strategy(params, ctx, space))
+    if trainer is None:
+        raise DataError(f"strategies.{params.search.strategy}.supernet: the search has no supernet; DC-NAS and "
+                        "the supernet evaluator need one (set it to a one-shot strategy, or 'auto')")
+    state = final_state(ctx, trainer)
+    trainer.setup(None)
+    trainer.load_state_dict(state)
+    return space, trainer, state
 
 
 def pick_epochs(found: list[tuple[int, Path]], epochs: Optional[list[int]]) -> list[tuple[int, Path]]:
@@ -183,3 +221,14 @@ def load_tables(path: Path, stage: str) -> dict[str, np.ndarray]:
 
 def load_genotype(space: SearchSpace, path: Path, stage: str) -> Any:
     return space.genotype_from_dict(json.loads(need(path, stage).read_text()))
+
+
+def keep_one_owner(out: Path, owner: str) -> None:
+    """The output persists between runs (so a killed run resumes); when the
+    previous run trained another strategy or space (``strategy.txt``), its
+    files are removed first, so the output only ever holds one supernet."""
+    marker = out / OWNER_FILE
+    if marker.is_file() and marker.read_text().strip() != owner:
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    write_text(marker, owner + "\n")

@@ -1,7 +1,8 @@
-"""pretrain stage: trains the chosen one-shot strategy's supernet
-(``search.strategy`` on ``search.space``) on the subset's splits, resumable
-after a kill. For a strategy that trains no supernet the stage records that
-and ends (its search runs in the search stage).
+"""pretrain stage: trains the search's supernet on the subset's splits,
+resumable after a kill: the chosen one-shot strategy's (``search.strategy``
+on ``search.space``), or for a multi-trial strategy the supernet of its
+``supernet`` key (used by the ``supernet`` evaluator and by DC-NAS). When
+there is none the stage records that and ends.
 
 The stage is persistent (``ctx.out`` is the real ``artifacts/pretrain``), so
 every file is written atomically here. Outputs:
@@ -21,7 +22,6 @@ every file is written atomically here. Outputs:
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +29,11 @@ from nas_core.config import Params
 from nas_core.io import save_npy, write_history, write_json, write_text
 from nas_core.strategies import OneShotStrategy
 from nas_core.train import run_resumable
-from tasks.nas import CHECKPOINTS, build_space, build_strategy, fingerprint, last_epoch_metrics, search_data
+from tasks.nas import (CHECKPOINTS, build_space, build_strategy, build_trainer, fingerprint, keep_one_owner,
+                       last_epoch_metrics, search_data)
 
 SECTIONS = ("search",)
 PERSISTENT = True
-OWNER_FILE = "strategy.txt"
-
-
-def keep_one_owner(out: Path, owner: str) -> None:
-    """The output persists between runs (so a killed run resumes); when the
-    previous run trained another strategy or space (``strategy.txt``), its
-    files are removed first, so the output only ever holds one supernet."""
-    marker = out / OWNER_FILE
-    if marker.is_file() and marker.read_text().strip() != owner:
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    write_text(marker, owner + "\n")
 
 
 class EpochOutputs:
@@ -73,17 +62,19 @@ class EpochOutputs:
 
 
 def run(params: Params, ctx: Any) -> dict[str, float]:
-    keep_one_owner(ctx.out, f"{params.search.strategy} on {params.search.space}")
+    owner = build_strategy(params, ctx, build_space(params, ctx, "none")).supernet_name()
+    keep_one_owner(ctx.out, f"{owner or 'no supernet'} on {params.search.space}")
     space = build_space(params, ctx, "measure")
-    strategy = build_strategy(params, ctx, space)
-    ctx.log.set_tags({"nasflow.strategy": strategy.name, "nasflow.space": space.name})
-    if not isinstance(strategy, OneShotStrategy):
-        write_json(ctx.out / "summary.json", {"strategy": strategy.name, "kind": strategy.kind, "epochs": 0})
+    strategy = build_trainer(params, ctx, space, build_strategy(params, ctx, space))
+    ctx.log.set_tags({"nasflow.strategy": params.search.strategy, "nasflow.space": space.name,
+                      "nasflow.supernet": owner or "none"})
+    if strategy is None:
+        write_json(ctx.out / "summary.json", {"strategy": params.search.strategy, "supernet": None, "epochs": 0})
         return {"epochs": 0.0}
     with ctx.progress(total=strategy.num_epochs(), desc=f"{strategy.name} epochs") as bar:
         outputs = EpochOutputs(ctx, bar)
         result = run_resumable(strategy, search_data(params, ctx, strategy), ctx.out / CHECKPOINTS,
-                               fingerprint(params, space), [outputs])
+                               fingerprint(params, space, strategy.name), [outputs])
     outputs.log_earlier(result.history)
     write_history(ctx.out / "history.csv", result.history)
     write_history(ctx.root / "metrics" / "pretrain_history.csv", result.history)

@@ -1,14 +1,27 @@
 """retrain: Eq. 10. The K cluster picks of the evaluate stage (plus, with
 ``retrain.include_baseline``, the search stage's own genotype: FBNet's
-argmax, a DARTS-family strategy's derived cell, ...) are trained from
-scratch on D (``full_train``) with a cosine schedule and the dataset's
-standard augmentation (plus the space's training recipe: DARTS's auxiliary
-head, drop path and cutout on cells), in parallel through the fan-out; N* is the cluster
-pick with the best validation accuracy (the baseline is reported for
-comparison only, it is not a candidate for N*). Every finalist gets its test
+argmax, a DARTS-family strategy's derived cell, a multi-trial search's best
+trial, ...) are trained from scratch on D (``full_train``) with a cosine
+schedule and the dataset's standard augmentation (plus the space's training
+recipe: DARTS's auxiliary head, drop path and cutout on cells), in parallel
+through the fan-out; N* is the cluster pick with the best validation
+accuracy (the baseline is reported for comparison only, it is not a
+candidate for N*).
+
+Random control (``retrain.random_control``): R random genotypes of the
+space (``space.random``, seeded from ``runtime.seed``) are trained the same
+way and the one with the best validation accuracy is reported, with R the
+compute DC-NAS's selection spent in full trainings: the K retrained picks
+plus the evaluate stage's early-stopped trainings (candidates × evaluate
+epochs on D~), each worth (evaluate.epochs / retrain.epochs) × (|D~| / |D|)
+of a full training (R = floor of the sum, at least 1). What DC-NAS and the
+strategy share (supernet pre-training, feature extraction) is not charged
+to either; a proxy evaluator's trainings cost 0. Every finalist gets its test
 accuracy and the space's ``cost`` (FLOPs, params, latency from the space's
 measured table; where the space has none, the latency is timed on the
-stage's device: min over 5 repeats of 10 batch-1 forwards). N* is exported
+stage's device: min over 5 repeats of 10 batch-1 forwards). Each finalist's
+nested run receives its per-epoch metrics while it trains, and the stage log
+a progress line per epoch (tasks/live.py). N* is exported
 with nas_core.spaces.export (reload: ``load_network(model_dir)``), logged
 to its nested run and registered in the MLflow model registry
 (``tracking.registered_model``).
@@ -24,6 +37,7 @@ import csv
 import json
 from typing import Any
 
+import numpy as np
 import torch
 
 from nas_core.config import Params
@@ -35,6 +49,7 @@ from nas_core.spaces import SearchSpace
 from nas_core.spaces.export import export_network
 from nas_core.train.fit import FitSettings
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
+from tasks.live import LiveRun
 from tasks.nas import GENOTYPE, build_space, chosen_space_section, load_genotype, need
 from tasks.placement import threads_per_task
 from tasks.tracking import log_figure_file
@@ -42,20 +57,39 @@ from tasks.tracking import log_figure_file
 SECTIONS = ("retrain", "search")
 _MODEL_DESCRIPTION = "DC-NAS N* (Eq. 10): state_dict + network.json (space, genotype) + cost"
 CSV_FIELDS = ("name", "kind", "cluster", "label", "val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
+RANDOM_CONTROL_STREAM = 0x52414E44  # the random control's own RNG stream beside runtime.seed
 
 
 def finalists(params: Params, ctx: Any, space: SearchSpace) -> list[dict[str, Any]]:
     """(name, kind, cluster, genotype dict) of every network to retrain."""
-    picks = json.loads(need(ctx.artifacts("evaluate") / "representatives.json", "evaluate").read_text())["clusters"]
+    evaluated = json.loads(need(ctx.artifacts("evaluate") / "representatives.json", "evaluate").read_text())
+    picks = evaluated["clusters"]
     out = [{"name": f"cluster{p['cluster']}", "kind": "dcnas", "cluster": p["cluster"], "genotype": p["genotype"]}
            for p in picks]
     if params.retrain.include_baseline:
         baseline = load_genotype(space, ctx.artifacts("search") / GENOTYPE, "search")
         out.append({"name": "baseline", "kind": "baseline", "cluster": None, "genotype": baseline.to_dict()})
+    if params.retrain.random_control:
+        rng = np.random.default_rng([params.runtime.seed, RANDOM_CONTROL_STREAM])
+        out += [{"name": f"random{i}", "kind": "random", "cluster": None, "genotype": space.random(rng).to_dict()}
+                for i in range(random_budget(params, ctx, evaluated))]
     return out
 
 
-def job_for(params: Params, ctx: Any, space: SearchSpace, finalist: dict[str, Any]) -> TrainJob:
+def dcnas_budget(params: Params, ctx: Any, evaluated: dict[str, Any]) -> float:
+    """DC-NAS's selection compute in full trainings (module docstring)."""
+    splits = ctx.splits()
+    trained = sum(len(p["candidates"]) for p in evaluated["clusters"]) if evaluated.get("evaluator") == "train" else 0
+    share = (params.evaluate.epochs / params.retrain.epochs) * (len(splits["subset"]) / len(splits["full_train"]))
+    return len(evaluated["clusters"]) + trained * share
+
+
+def random_budget(params: Params, ctx: Any, evaluated: dict[str, Any]) -> int:
+    return max(1, int(dcnas_budget(params, ctx, evaluated)))
+
+
+def job_for(params: Params, ctx: Any, space: SearchSpace, finalist: dict[str, Any], log: Any) -> TrainJob:
+    """The finalist's training job; it reports its epochs live to its run ``log``."""
     cfg = params.retrain
     settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, augment=cfg.augment, seed=params.runtime.seed,
@@ -63,7 +97,8 @@ def job_for(params: Params, ctx: Any, space: SearchSpace, finalist: dict[str, An
     return TrainJob(name=finalist["name"], space=space, genotype=finalist["genotype"], settings=settings,
                     data=params.data, project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
                     train_split="full_train", test_split="test", device=params.runtime.device,
-                    threads=threads_per_task(params.runtime), keep_state=True)
+                    threads=threads_per_task(params.runtime), keep_state=True,
+                    live=LiveRun.for_run(log, finalist["name"], cfg.epochs, stage=ctx.name))
 
 
 def cost_row(space: SearchSpace, genotype: Any, input_shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
@@ -80,8 +115,8 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     space = build_space(params, ctx)
     entries = finalists(params, ctx, space)
     runs = [ctx.log.child(f"retrain:{f['name']}", tags={"nasflow.finalist": f["name"]}) for f in entries]
-    results = ctx.fan_out_with_runs(train_candidate, [job_for(params, ctx, space, f) for f in entries], runs,
-                                    [f["name"] for f in entries], "retrain-finalists")
+    jobs = [job_for(params, ctx, space, f, log) for f, log in zip(entries, runs)]
+    results = ctx.fan_out_with_runs(train_candidate, jobs, runs, [f["name"] for f in entries], "retrain-finalists")
     rows = []
     for entry, result, log in zip(entries, results, runs):
         genotype = space.genotype_from_dict(entry["genotype"])
@@ -124,11 +159,23 @@ def _save_chosen(params: Params, ctx: Any, space: SearchSpace, row: dict[str, An
             "registered_model": params.tracking.registered_model, "registered_version": version}
 
 
+def random_pick(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The random control's pick: its best validation accuracy (first on ties)."""
+    randoms = [r for r in rows if r["kind"] == "random"]
+    return randoms[final_choice([r["val_acc"] for r in randoms])] if randoms else None
+
+
 def _write_outputs(ctx: Any, rows: list[dict[str, Any]], chosen: dict[str, Any]) -> None:
     baseline = next((r for r in rows if r["kind"] == "baseline"), None)
     if baseline is not None:
         chosen["baseline"] = {k: baseline[k] for k in ("label", "val_acc", "test_acc", "flops", "params", "latency_ms")}
         chosen["test_acc_vs_baseline"] = chosen["test_acc"] - baseline["test_acc"]
+    control = random_pick(rows)
+    if control is not None:
+        chosen["random_control"] = {**{k: control[k] for k in ("name", "label", "val_acc", "test_acc", "flops",
+                                                                 "params", "latency_ms")},
+                                    "networks": sum(r["kind"] == "random" for r in rows)}
+        chosen["test_acc_vs_random"] = chosen["test_acc"] - control["test_acc"]
     write_json(ctx.out / "chosen.json", chosen)
     with atomic_path(ctx.out / "finalists.csv") as tmp:
         with open(tmp, "w", newline="") as f:
@@ -151,6 +198,11 @@ def _metrics(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> dict[str, fl
     if baseline is not None:
         metrics["baseline_test_acc"] = baseline["test_acc"]
         metrics["test_acc_vs_baseline"] = chosen["test_acc"] - baseline["test_acc"]
+    control = random_pick(rows)
+    if control is not None:
+        metrics["random_test_acc"] = control["test_acc"]
+        metrics["random_networks"] = float(sum(r["kind"] == "random" for r in rows))
+        metrics["test_acc_vs_random"] = chosen["test_acc"] - control["test_acc"]
     if chosen["latency_ms"] is not None:
         metrics["chosen_latency_ms"] = chosen["latency_ms"]
     return metrics

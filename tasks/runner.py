@@ -1,6 +1,6 @@
-"""Runs one stage: params -> seeding/device -> MLflow run -> ``run()`` ->
-atomic outputs -> metrics. Used by ``nasflow stage <name>`` (the ``cmd`` of
-every dvc.yaml stage)."""
+"""Runs one stage: params -> seeding/device -> MLflow run (with the dataset
+as its inputs) -> ``run()`` -> atomic outputs -> metrics. Used by
+``nasflow stage <name>`` (the ``cmd`` of every dvc.yaml stage)."""
 from __future__ import annotations
 
 import importlib
@@ -16,18 +16,24 @@ from nas_core.io import atomic_dir
 from nas_core.runtime import resolve_device, seed_everything, set_threads
 from tasks.nas import chosen_sections
 from tasks.context import ARTIFACTS, FanOut, StageContext, in_order
-from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, check_server, dvc_lock_entry_hash,
-                            git_commit, tracking_uri, write_stage_metrics)
+from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, check_server, dataset_inputs,
+                            dvc_lock_entry_hash, git_commit, tracking_uri, write_stage_metrics)
 
 COMMON_SECTIONS = ("data", "runtime")
 
 
+#: Pipelines run on purpose beside the main dvc.yaml (`dvc repro` there never starts them).
+STUDY_PIPELINES = ("ablation/dvc.yaml",)
+
+
 def stage_names(root: Path) -> list[str]:
-    """The stages dvc.yaml defines (the DAG's single definition)."""
-    dvc_yaml = root / "dvc.yaml"
-    if not dvc_yaml.is_file():
-        return []
-    return list((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}))
+    """The stages dvc.yaml defines (the DAG's single definition), then those
+    of the study pipelines."""
+    names: list[str] = []
+    for dvc_yaml in (root / "dvc.yaml", *(root / p for p in STUDY_PIPELINES)):
+        if dvc_yaml.is_file():
+            names += list((yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {}))
+    return names
 
 
 def load_stage_module(name: str, root: Path) -> ModuleType:
@@ -78,8 +84,15 @@ def run_stage(name: str, params_path: str | Path = "params.yaml", root: Path | N
     set_threads(params.runtime.threads)
     device = resolve_device(params.runtime.device)
     log = start_stage_run(module, name, params, root)
+    ctx = StageContext(name, root, params, root / ARTIFACTS / name, device, log, fan_out)
+    manifest = ctx.artifacts("subset") / "manifest.json"
+    writes_manifest = manifest.parent == ctx.out  # the subset stage: its inputs are known once it is done
     try:
-        metrics = _execute(module, StageContext(name, root, params, root / ARTIFACTS / name, device, log, fan_out))
+        if not writes_manifest:
+            log.log_inputs(dataset_inputs(params.data, root, manifest))
+        metrics = _execute(module, ctx)
+        if writes_manifest:
+            log.log_inputs(dataset_inputs(params.data, root, manifest))
         write_stage_metrics(root, name, metrics, log)
     except BaseException:
         log.end("FAILED")

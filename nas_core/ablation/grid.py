@@ -14,14 +14,22 @@ Rules
   fully trained on D and the one with the best validation accuracy wins
   (Eq. 10); its test accuracy is reported. K = 1 is one cluster by
   definition (k-means is not run), i.e. plain global early stopping.
-* Random search for K: ``int(rs_fraction * s) + K`` distinct networks drawn
-  uniformly, all fully trained, best by validation (the paper's 156 + K for
-  s = 15,625 and 1 %), repeated R times: mean ± std of the test accuracy.
-  The draws come from the s sampled networks, themselves a uniform sample
-  of the space, so random search shares the full-training cache (a choice:
-  the paper draws from the whole space).
+* Random search for (η, K), at equal compute (:class:`Budget`): the DC-NAS
+  cell spent s · σ · η / E_full full-training equivalents on early stopping
+  (s networks, η epochs on D~ = σ · D, against E_full epochs on D) plus K
+  full trainings, so random search fully trains ``floor(s σ η / E_full) + K``
+  distinct networks drawn uniformly, best by validation, repeated
+  ``rs_repeats`` times: mean ± std of the test accuracy. With the paper's
+  settings (s = 15,625, σ = 10 %, η = 20 of 200 epochs) this is its 156 + K.
+  The paper's fixed fraction (``int(fraction · s) + K`` for every η) is the
+  ``fraction`` mode. The budget is capped at s. The draws come from the s
+  sampled networks, themselves a uniform sample of the space, so random
+  search shares the full-training cache (a choice: the paper draws from the
+  whole space).
 * Regret (ground truth only) = best test accuracy among the s networks −
   test accuracy of the chosen one.
+* Budget: every row states what it spent in full-training equivalents
+  (DC-NAS: s σ η / E_full + K; random search: its number of networks).
 * Kendall τ (scipy.stats.kendalltau, τ-b) between early-stopping accuracy at
   η and final test accuracy, over all s networks and inside each cluster
   (mean over clusters with at least 3 members and a defined τ).
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.stats import kendalltau
@@ -50,12 +59,52 @@ class Cell:
     picks: np.ndarray
 
 
+def early_stopping_cost(num_archs: int, subset_ratio: float, eta: int, full_epochs: int) -> float:
+    """Early training of s networks for η epochs on D~ = σ · D, in full
+    trainings (E_full epochs on D): s · σ · η / E_full."""
+    return num_archs * subset_ratio * eta / full_epochs
+
+
+def rs_budget(num_archs: int, k: int, subset_ratio: float, eta: int, full_epochs: int) -> int:
+    """Equal-compute random search: floor(s σ η / E_full) + K networks."""
+    return int(np.floor(early_stopping_cost(num_archs, subset_ratio, eta, full_epochs) + 1e-9)) + k
+
+
+def rs_budget_fraction(num_archs: int, k: int, fraction: float) -> int:
+    """The paper's fixed fraction: int(fraction · s) + K networks."""
+    return int(fraction * num_archs) + k
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What each rule may spend, in full-training equivalents. ``subset_ratio``
+    is σ = |D~| / |D| as actually used; ``mode`` picks the random-search
+    budget: ``equal_compute`` (per η) or ``fraction`` (the paper's 1 %)."""
+
+    num_archs: int
+    subset_ratio: float
+    full_epochs: int
+    mode: Literal["equal_compute", "fraction"] = "equal_compute"
+    fraction: float = 0.01
+
+    def dcnas(self, eta: int, k: int) -> float:
+        return early_stopping_cost(self.num_archs, self.subset_ratio, eta, self.full_epochs) + k
+
+    def random(self, eta: int, k: int) -> int:
+        if self.mode == "fraction":
+            n = rs_budget_fraction(self.num_archs, k, self.fraction)
+        else:
+            n = rs_budget(self.num_archs, k, self.subset_ratio, eta, self.full_epochs)
+        return min(n, self.num_archs)
+
+
 @dataclass
 class GridPlan:
     cells: list[Cell]
-    rs_draws: dict[int, list[np.ndarray]]
+    rs_draws: dict[tuple[int, int], list[np.ndarray]]
     ground_truth: bool
     num_archs: int
+    budget: Budget
 
     def needed(self) -> list[int]:
         """Rows (0..s-1) that must be fully trained, each once."""
@@ -79,10 +128,6 @@ def select_cell(features: np.ndarray, es_acc: np.ndarray, eta: int, k: int, seed
     return Cell(eta, k, labels, picks)
 
 
-def rs_budget(num_archs: int, k: int, fraction: float) -> int:
-    return int(fraction * num_archs) + k
-
-
 def draw_random_search(num_archs: int, budget: int, repeats: int, seed: int) -> list[np.ndarray]:
     """``repeats`` draws of ``budget`` distinct rows each."""
     if not 1 <= budget <= num_archs:
@@ -92,11 +137,17 @@ def draw_random_search(num_archs: int, budget: int, repeats: int, seed: int) -> 
 
 
 def plan_grid(features: np.ndarray, es_acc: np.ndarray, eta_list: list[int], k_list: list[int],
-              rs_fraction: float, rs_repeats: int, ground_truth: bool, seed: int) -> GridPlan:
+              budget: Budget, rs_repeats: int, ground_truth: bool, seed: int) -> GridPlan:
+    """The DC-NAS cells and, per (η, K), the random-search draws of
+    ``budget.random(η, K)`` networks (the same seed for every η, so equal
+    budgets draw the same networks)."""
     s = len(features)
+    if budget.num_archs != s:
+        raise ValueError(f"budget for {budget.num_archs} networks, features for {s}")
     cells = [select_cell(features, es_acc, eta, k, seed) for eta in eta_list for k in k_list]
-    rs = {k: draw_random_search(s, rs_budget(s, k, rs_fraction), rs_repeats, seed + 7919 * k) for k in k_list}
-    return GridPlan(cells, rs, ground_truth, s)
+    rs = {(eta, k): draw_random_search(s, budget.random(eta, k), rs_repeats, seed + 7919 * k)
+          for eta in eta_list for k in k_list}
+    return GridPlan(cells, rs, ground_truth, s, budget)
 
 
 def choose(rows: np.ndarray, full_val: np.ndarray) -> int:
@@ -123,9 +174,10 @@ def within_cluster_tau(labels: np.ndarray, x: np.ndarray, y: np.ndarray) -> floa
 
 
 def score_cell(cell: Cell, es_acc: np.ndarray, full_val: np.ndarray, full_test: np.ndarray,
-               ground_truth: bool) -> dict:
+               ground_truth: bool, budget: Budget) -> dict:
     chosen = choose(cell.picks, full_val)
-    row = {"rule": "dcnas", "eta": cell.eta, "k": cell.k, "chosen": chosen, "trained": len(cell.picks),
+    row = {"rule": "dcnas", "eta": cell.eta, "k": cell.k, "budget": budget.dcnas(cell.eta, cell.k),
+           "chosen": chosen, "trained": len(cell.picks),
            "test_acc": float(full_test[chosen]), "test_std": 0.0, "val_acc": float(full_val[chosen]),
            "es_acc": float(es_acc[chosen, cell.eta - 1])}
     if ground_truth:
@@ -136,10 +188,11 @@ def score_cell(cell: Cell, es_acc: np.ndarray, full_val: np.ndarray, full_test: 
     return row
 
 
-def score_random_search(k: int, draws: list[np.ndarray], full_val: np.ndarray, full_test: np.ndarray,
+def score_random_search(eta: int, k: int, draws: list[np.ndarray], full_val: np.ndarray, full_test: np.ndarray,
                         ground_truth: bool) -> dict:
     accs = np.array([full_test[choose(d, full_val)] for d in draws])
-    row = {"rule": "random", "eta": 0, "k": k, "chosen": -1, "trained": len(draws[0]),
+    row = {"rule": "random", "eta": eta, "k": k, "budget": float(len(draws[0])), "chosen": -1,
+           "trained": len(draws[0]),
            "test_acc": float(accs.mean()), "test_std": float(accs.std()), "val_acc": float("nan"),
            "es_acc": float("nan")}
     if ground_truth:
@@ -148,8 +201,9 @@ def score_random_search(k: int, draws: list[np.ndarray], full_val: np.ndarray, f
 
 
 def score_grid(plan: GridPlan, es_acc: np.ndarray, full_val: np.ndarray, full_test: np.ndarray) -> list[dict]:
-    """One row per DC-NAS cell and per random-search K. ``full_val`` and
+    """One row per DC-NAS cell and per random-search (η, K). ``full_val`` and
     ``full_test`` are (s,) arrays, NaN where a network was not trained."""
-    rows = [score_random_search(k, d, full_val, full_test, plan.ground_truth) for k, d in plan.rs_draws.items()]
-    rows += [score_cell(c, es_acc, full_val, full_test, plan.ground_truth) for c in plan.cells]
+    rows = [score_random_search(eta, k, d, full_val, full_test, plan.ground_truth)
+            for (eta, k), d in plan.rs_draws.items()]
+    rows += [score_cell(c, es_acc, full_val, full_test, plan.ground_truth, plan.budget) for c in plan.cells]
     return rows

@@ -1,12 +1,15 @@
-"""Tables and figures of the ablation in the paper's layouts.
+"""Tables and figures of the study in the paper's layouts.
 
-* Table 1 (dc-nas.md §4.1): rows "Top-1 acc(%) (RS)" and one per η, columns
-  K; random search shows mean ± std over its repeats.
-* The same layout for regret (ground-truth mode) and a τ table (global and
-  mean within-cluster Kendall τ per cell).
+* Table 1 (dc-nas.md §4.1) over replicates: per η a DC-NAS row and the
+  random-search row at the same budget, columns K, each cell mean ± 95 % CI
+  half-width (nas_core/ablation/stats.py); the same for regret
+  (ground-truth mode); the budget of every row in full-training
+  equivalents; the paired comparisons (mean difference ± CI, wins/losses,
+  Wilcoxon p); Kendall τ global and within clusters with CIs.
 * Table 2: the per-cluster picks of one cell (ratios, params, FLOPs,
   accuracy), sorted by params as in the paper.
-* A heatmap of the test accuracy over η × K with the random-search row.
+* Figures: accuracy and regret vs K per η with CI bands (random search
+  dashed), τ bars with CI whiskers.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _cell(frame: pd.DataFrame, rule: str, eta: int, k: int) -> pd.Series | None:
+    """The row of ``frame`` for one (rule, η, K), or None."""
     hit = frame[(frame.rule == rule) & (frame.eta == eta) & (frame.k == k)]
     return None if hit.empty else hit.iloc[0]
 
@@ -38,32 +42,6 @@ def _markdown(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines) + "\n"
-
-
-def grid_table(frame: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int], column: str,
-               label: str, scale: float = 100.0, digits: int = 2) -> str:
-    """Table-1 layout for one column of the rows (``test_acc``, ``regret``)."""
-    def fmt(row: pd.Series | None, with_std: bool) -> str:
-        if row is None or column not in row or pd.isna(row[column]):
-            return "-"
-        text = f"{row[column] * scale:.{digits}f}"
-        return f"{text} ± {row['test_std'] * scale:.{digits}f}" if with_std and column == "test_acc" else text
-
-    body = [[f"{label} (RS)"] + [fmt(_cell(frame, "random", 0, k), True) for k in k_list]]
-    body += [[f"{label} (η = {eta})"] + [fmt(_cell(frame, "dcnas", eta, k), False) for k in k_list]
-             for eta in eta_list]
-    return _markdown(["DC-NAS"] + [f"K = {k}" for k in k_list], body)
-
-
-def tau_table(frame: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int]) -> str:
-    """Global τ per η and mean within-cluster τ per (η, K)."""
-    body = []
-    for eta in eta_list:
-        cells = [_cell(frame, "dcnas", eta, k) for k in k_list]
-        glob = next((c["tau_global"] for c in cells if c is not None), float("nan"))
-        body.append([f"η = {eta}", f"{glob:.3f}"] + [f"{c['tau_within']:.3f}" if c is not None else "-"
-                                                     for c in cells])
-    return _markdown(["Kendall τ", "global"] + [f"within, K = {k}" for k in k_list], body)
 
 
 def table2(cell: Cell, meta: pd.DataFrame, es_acc: np.ndarray, full_val: np.ndarray,
@@ -89,29 +67,6 @@ def table2_markdown(picks: pd.DataFrame, eta: int, chosen_row: int) -> str:
     return _markdown(header, body)
 
 
-def heatmap(frame: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int]):
-    """Test accuracy (%) over rows RS, η... and columns K."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["RS"] + [f"η={e}" for e in eta_list]
-    keys = [("random", 0)] + [("dcnas", e) for e in eta_list]
-    grid = np.array([[np.nan if (c := _cell(frame, rule, eta, k)) is None else c["test_acc"] * 100
-                      for k in k_list] for rule, eta in keys])
-    fig, ax = plt.subplots(figsize=(1.2 * len(k_list) + 2, 0.6 * len(labels) + 1.5))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    for (i, j), value in np.ndenumerate(grid):
-        if np.isfinite(value):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=8)
-    ax.set_xticks(range(len(k_list)), [f"K={k}" for k in k_list])
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_title("Test accuracy (%) of the chosen architecture")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    return fig
-
-
 def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -124,3 +79,132 @@ def write_markdown(path: Path, sections: dict[str, str]) -> str:
     text = "\n".join(f"## {title}\n\n{body}" for title, body in sections.items())
     write_text(path, text)
     return text
+
+
+def _pm(row: pd.Series | None, column: str, scale: float, digits: int) -> str:
+    """``mean ± half-width`` (or the mean alone without an interval)."""
+    if row is None or column not in row or pd.isna(row[column]):
+        return "-"
+    text = f"{row[column] * scale:.{digits}f}"
+    half = row.get(f"{column}_ci", float("nan"))
+    return text if pd.isna(half) else f"{text} ± {half * scale:.{digits}f}"
+
+
+def summary_table(summary: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int], column: str,
+                  label: str, scale: float = 100.0, digits: int = 2) -> str:
+    """Table-1 layout over replicates: per η the DC-NAS row and the
+    random-search row at the same budget; cells mean ± 95 % CI."""
+    body = []
+    for eta in eta_list:
+        body.append([f"{label} DC-NAS (η = {eta})"] + [_pm(_cell(summary, "dcnas", eta, k), column, scale, digits)
+                                                       for k in k_list])
+        body.append([f"{label} RS (budget of η = {eta})"] + [_pm(_cell(summary, "random", eta, k), column, scale,
+                                                                  digits) for k in k_list])
+    return _markdown(["Rule"] + [f"K = {k}" for k in k_list], body)
+
+
+def budget_table(summary: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int]) -> str:
+    """What each row spent, in full trainings on D (mean over replicates)."""
+    def fmt(row: pd.Series | None) -> str:
+        return "-" if row is None else f"{row['budget']:.2f}"
+
+    body = []
+    for eta in eta_list:
+        body.append([f"DC-NAS (η = {eta})"] + [fmt(_cell(summary, "dcnas", eta, k)) for k in k_list])
+        body.append([f"RS (budget of η = {eta})"] + [fmt(_cell(summary, "random", eta, k)) for k in k_list])
+    return _markdown(["Full-training equivalents"] + [f"K = {k}" for k in k_list], body)
+
+
+def comparison_table(comps: pd.DataFrame) -> str:
+    """Paired differences of each DC-NAS cell against global early stopping
+    and random search (percentage points), with the Wilcoxon p-value."""
+    names = {"global_es": "global early stopping (K = 1)", "random": "random search, same budget"}
+    body = []
+    for r in comps.itertuples():
+        diff = f"{r.diff * 100:+.2f}" + ("" if pd.isna(r.diff_ci) else f" ± {r.diff_ci * 100:.2f}")
+        ties = r.n - r.wins - r.losses
+        body.append([f"η = {r.eta}, K = {r.k}", names[r.against], diff, f"{r.wins}/{r.losses}/{ties}",
+                     f"{r.p_value:.3g}"])
+    return _markdown(["DC-NAS cell", "against", "test acc difference (pp, mean ± 95 % CI)", "wins/losses/ties",
+                      "Wilcoxon p"], body)
+
+
+def tau_summary_table(summary: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int]) -> str:
+    """Kendall τ (early-stopping vs final test accuracy): over all s networks
+    and the mean within clusters, mean ± 95 % CI over replicates."""
+    body = []
+    for eta in eta_list:
+        cells = [_cell(summary, "dcnas", eta, k) for k in k_list]
+        first = next((c for c in cells if c is not None), None)
+        body.append([f"η = {eta}", _pm(first, "tau_global", 1.0, 3)]
+                    + [_pm(c, "tau_within", 1.0, 3) for c in cells])
+    return _markdown(["Kendall τ", "global"] + [f"within, K = {k}" for k in k_list], body)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _band(ax, x, frame: pd.DataFrame, column: str, scale: float, **style) -> None:
+    mean = frame[column].to_numpy() * scale
+    half = np.nan_to_num(frame[f"{column}_ci"].to_numpy() * scale)
+    line, = ax.plot(x, mean, marker="o", **style)
+    ax.fill_between(x, mean - half, mean + half, color=line.get_color(), alpha=0.2)
+
+
+def curves_figure(summary: pd.DataFrame, eta_list: Sequence[int], column: str, ylabel: str):
+    """``column`` (test_acc or regret, %) vs K, one panel per η: DC-NAS
+    solid, random search at the same budget dashed, 95 % CI bands."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(eta_list), figsize=(3.2 * len(eta_list) + 1, 3.4), sharey=True, squeeze=False)
+    for ax, eta in zip(axes[0], eta_list):
+        for rule, style in (("dcnas", {"label": "DC-NAS"}), ("random", {"label": "random search", "ls": "--"})):
+            part = summary[(summary.rule == rule) & (summary.eta == eta)].sort_values("k")
+            if len(part) and column in part:
+                _band(ax, part.k.to_numpy(), part, column, 100.0, **style)
+        ks = sorted(summary[summary.eta == eta].k.unique())
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("K (clusters)")
+        ax.set_title(f"η = {eta}")
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def tau_figure(summary: pd.DataFrame, eta_list: Sequence[int], k_list: Sequence[int]):
+    """Bars of Kendall τ per η: global, and within clusters per K > 1, with
+    95 % CI whiskers."""
+    plt = _plt()
+    groups = [("global", None)] + [(f"within K={k}", k) for k in k_list if k > 1]
+    width = 0.8 / len(groups)
+    fig, ax = plt.subplots(figsize=(1.6 * len(eta_list) + 3, 3.4))
+    for g, (label, k) in enumerate(groups):
+        means, halves = [], []
+        for eta in eta_list:
+            row = _cell(summary, "dcnas", eta, k or min(k_list))
+            column = "tau_global" if k is None else "tau_within"
+            means.append(np.nan if row is None else row[column])
+            halves.append(np.nan if row is None else row[f"{column}_ci"])
+        ax.bar(np.arange(len(eta_list)) + g * width, means, width, yerr=np.nan_to_num(halves), capsize=3, label=label)
+    ax.set_xticks(np.arange(len(eta_list)) + 0.4 - width / 2, [f"η = {e}" for e in eta_list])
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("Kendall τ (early stop vs final)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def note_figure(text: str):
+    """A figure holding one line of text (a plot that has nothing to show)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 1.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=9)
+    return fig

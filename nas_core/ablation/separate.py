@@ -81,6 +81,7 @@ class ArchJob:
     seed: int
     path: Path
     key: str
+    replicate: int = 0
 
 
 def arch_seed(seed: int, index: int) -> int:
@@ -88,7 +89,8 @@ def arch_seed(seed: int, index: int) -> int:
 
 
 def make_jobs(indices: Sequence[int], space: ChannelRatioSpace, spec: TrainSpec, data: ArchData,
-              device: str | torch.device, seed: int, cache_dir: Path, kind: str) -> list[ArchJob]:
+              device: str | torch.device, seed: int, cache_dir: Path, kind: str,
+              replicate: int = 0) -> list[ArchJob]:
     """Jobs for ``indices``; each record lives at ``cache_dir/<index>.json``
     and is valid only for the same genotype, space, spec, seed and data.
     The space must be built for the data's shape and classes."""
@@ -100,7 +102,7 @@ def make_jobs(indices: Sequence[int], space: ChannelRatioSpace, spec: TrainSpec,
         key = job_key(kind, genotype.ratios, space.widths(genotype), space.strides, asdict(spec),
                       seed, fingerprint)
         jobs.append(ArchJob(int(index), space, spec, data, str(device), seed,
-                            Path(cache_dir) / f"{int(index):05d}.json", key))
+                            Path(cache_dir) / f"{int(index):05d}.json", key, replicate))
     return jobs
 
 

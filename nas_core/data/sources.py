@@ -4,7 +4,12 @@ Every source returns a :class:`DataSource`: a training pool (D, validation
 and D~ are carved from it by the subset stage), an optional official test
 split, labels as NumPy arrays (so splitting never touches the images), and
 datasets whose items are ``(float tensor C×H×W, normalised; int label)``.
-Nothing is ever downloaded: a missing or malformed root raises
+Normalisation statistics come from the training split only (never from
+validation or test images): a source starts with the identity (images
+scaled to [0, 1]); the subset stage measures the per-channel mean and std
+of its ``full_train`` split (:func:`training_statistics`) and records them
+in its manifest; every later stage applies them (``load_splits``). Nothing
+is ever downloaded: a missing or malformed root raises
 :class:`DataError` naming the expected files and how to pin them.
 """
 from __future__ import annotations
@@ -29,6 +34,33 @@ class DataError(ValueError):
     """A dataset root is missing or malformed; the message names the files."""
 
 
+#: Images read to estimate the statistics of a source that decodes images one
+#: by one (torchvision datasets, image folders); array sources use them all.
+STATS_IMAGES = 2000
+
+
+class Normalization:
+    """Per-channel ``(x - mean) / std`` shared by all datasets of a source,
+    the identity until the training split's statistics are set."""
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+        self.set([0.0] * channels, [1.0] * channels)
+
+    def set(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        if not len(mean) == len(std) == self.channels or min(std) <= 0:
+            raise DataError(f"normalisation statistics need {self.channels} means and {self.channels} positive "
+                            f"stds (one per channel), got mean {list(mean)} and std {list(std)}")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.as_tensor(x) - self.mean) / self.std
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(x) * self.std + self.mean
+
+
 @dataclass
 class DataSource:
     name: str
@@ -39,6 +71,11 @@ class DataSource:
     num_classes: int
     input_shape: tuple[int, int, int]
     root: Path
+    norm: Optional[Normalization] = None
+
+    def __post_init__(self) -> None:
+        if self.norm is None:
+            self.norm = getattr(self.train, "norm", None) or Normalization(self.input_shape[0])
 
 
 SOURCES: Registry[Callable[[DataConfig, Path], DataSource]] = Registry("dataset source")
@@ -58,25 +95,31 @@ def load_source(cfg: DataConfig, project_root: Path | str = ".") -> DataSource:
 
 
 class ArrayImages(Dataset):
-    """Images held as a uint8 array (N, H, W) or (N, H, W, C), normalised per
-    channel on access. Subsets index into it; nothing is copied."""
+    """Images held as a uint8 array (N, H, W) or (N, H, W, C), scaled by
+    ``scale`` and normalised per channel by ``norm`` on access (a shared
+    :class:`Normalization`, so the pool and an official test split of one
+    source use the same statistics). Subsets index into it; nothing is
+    copied."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, scale: float,
-                 mean: Sequence[float], std: Sequence[float]) -> None:
+                 norm: Optional[Normalization] = None) -> None:
         if images.ndim == 3:
             images = images[:, :, :, None]
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.scale = scale
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.norm = norm or Normalization(self.images.shape[3])
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         x = self.images[index].permute(2, 0, 1).float() / self.scale
-        return (x - self.mean) / self.std, int(self.labels[index])
+        return self.norm(x), int(self.labels[index])
+
+    def scaled(self, indices: np.ndarray) -> np.ndarray:
+        """The images at ``indices`` as float64 (N, H, W, C), before normalisation."""
+        return self.images.numpy()[np.asarray(indices, dtype=np.int64)].astype(np.float64) / self.scale
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -118,7 +161,7 @@ def digits_source(cfg: DataConfig, root: Path) -> DataSource:
     images = np.load(folder / "images.npy", allow_pickle=False)
     labels = np.load(folder / "labels.npy", allow_pickle=False)
     _check_pair(images, labels, folder, expect_hw=(8, 8))
-    ds = ArrayImages(images, labels, scale=16.0, mean=(0.3053,), std=(0.3760,))
+    ds = ArrayImages(images, labels, scale=16.0)
     return DataSource("digits", ds, labels, None, None, 10, ds.shape, folder)
 
 
@@ -176,7 +219,8 @@ def mnist_source(cfg: DataConfig, root: Path) -> DataSource:
         raise DataError(f"data.root={cfg.root}: no MNIST files in {root} (or {root}/mnist, {root}/MNIST/raw); "
                         "expected train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz] and/or "
                         f"t10k-images-idx3-ubyte[.gz] + t10k-labels-idx1-ubyte[.gz]; {PIN_HINT}")
-    wrap = lambda xy: ArrayImages(xy[0], xy[1], 255.0, (0.1307,), (0.3081,))  # noqa: E731
+    norm = Normalization(1)
+    wrap = lambda xy: ArrayImages(xy[0], xy[1], 255.0, norm)  # noqa: E731
     if train is None:
         train, test = test, None
     pool = wrap(train)
@@ -185,30 +229,29 @@ def mnist_source(cfg: DataConfig, root: Path) -> DataSource:
 
 
 # ---------------------------------------------------------------- torchvision sources
-CIFAR_STATS = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py",
-                "data_batch_1..5, test_batch, batches.meta"),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar-100-python",
-                 "train, test, meta"),
+CIFAR_FILES = {
+    "cifar10": ("cifar-10-batches-py", "data_batch_1..5, test_batch, batches.meta"),
+    "cifar100": ("cifar-100-python", "train, test, meta"),
 }
 
 
-def _tensor_transform(mean: Sequence[float], std: Sequence[float], size: Optional[int] = None):
+def _tensor_transform(norm: Normalization, size: Optional[int] = None):
     from torchvision.transforms import v2
 
     steps = [v2.ToImage()]
     if size is not None:
         steps += [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    steps += [v2.ToDtype(torch.float32, scale=True), norm]
     return v2.Compose(steps)
 
 
 def _cifar(name: str, cfg: DataConfig, root: Path) -> DataSource:
     from torchvision import datasets
 
-    mean, std, folder, files = CIFAR_STATS[name]
+    folder, files = CIFAR_FILES[name]
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    tf = _tensor_transform(mean, std)
+    norm = Normalization(3)
+    tf = _tensor_transform(norm)
     try:
         train = cls(str(root), train=True, download=False, transform=tf)
         test = cls(str(root), train=False, download=False, transform=tf)
@@ -217,7 +260,7 @@ def _cifar(name: str, cfg: DataConfig, root: Path) -> DataSource:
                         f"(expected the python-version batches: {files}); {PIN_HINT}") from exc
     classes = 10 if name == "cifar10" else 100
     return DataSource(name, train, np.asarray(train.targets), test, np.asarray(test.targets),
-                      classes, (3, 32, 32), root)
+                      classes, (3, 32, 32), root, norm)
 
 
 SOURCES.register("cifar10")(lambda cfg, root: _cifar("cifar10", cfg, root))
@@ -235,14 +278,15 @@ def imagefolder_source(cfg: DataConfig, root: Path) -> DataSource:
     if not (root / "train").is_dir():
         raise DataError(f"data.root={cfg.root}: expected {root}/train/<class>/<image> "
                         f"(and optionally {root}/val/<class>/<image>); {PIN_HINT}")
-    tf = _tensor_transform((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), size)
+    norm = Normalization(3)
+    tf = _tensor_transform(norm, size)
     train = datasets.ImageFolder(str(root / "train"), transform=tf)
     test = datasets.ImageFolder(str(root / "val"), transform=tf) if (root / "val").is_dir() else None
     if test is not None and test.classes != train.classes:
         raise DataError(f"{root}/val: class folders differ from {root}/train")
     return DataSource("imagefolder", train, np.asarray(train.targets), test,
                       None if test is None else np.asarray(test.targets),
-                      len(train.classes), (3, size, size), root)
+                      len(train.classes), (3, size, size), root, norm)
 
 
 @SOURCES.register("fake")
@@ -252,7 +296,33 @@ def fake_source(cfg: DataConfig, root: Path) -> DataSource:
 
     f = cfg.fake
     c, h, w = f.image_shape
-    tf = _tensor_transform((0.5,) * c, (0.5,) * c)
-    train = datasets.FakeData(f.num_samples, (c, h, w), f.num_classes, transform=tf, random_offset=0)
+    norm = Normalization(c)
+    train = datasets.FakeData(f.num_samples, (c, h, w), f.num_classes, transform=_tensor_transform(norm),
+                              random_offset=0)
     targets = np.array([int(train[i][1]) for i in range(len(train))])
-    return DataSource("fake", train, targets, None, None, f.num_classes, (c, h, w), root)
+    return DataSource("fake", train, targets, None, None, f.num_classes, (c, h, w), root, norm)
+
+
+# ---------------------------------------------------------------- statistics
+def training_statistics(source: DataSource, indices: np.ndarray, seed: int,
+                        max_images: int = STATS_IMAGES) -> dict[str, list[float]]:
+    """Per-channel mean and std (population, over every pixel) of the
+    training-pool images at ``indices`` -- the training split, never the
+    validation or test images. Array sources use every image; other
+    sources read a seeded sample of at most ``max_images`` of them (decoding
+    a whole image folder per run would dominate the subset stage)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        raise DataError("normalisation statistics need at least one training image (the training split is empty)")
+    if isinstance(source.train, ArrayImages):
+        pixels = source.train.scaled(indices)
+        mean, std = pixels.mean(axis=(0, 1, 2)), pixels.std(axis=(0, 1, 2))
+    else:
+        if len(indices) > max_images:
+            indices = np.sort(np.random.default_rng(seed).choice(indices, max_images, replace=False))
+        images = torch.stack([source.norm.invert(source.train[int(i)][0]) for i in indices]).double()
+        mean, std = images.mean(dim=(0, 2, 3)).numpy(), images.std(dim=(0, 2, 3), unbiased=False).numpy()
+    if np.any(std <= 0):
+        raise DataError(f"{source.root}: the training images are constant in a channel (std {std.tolist()}); "
+                        "cannot normalise")
+    return {"mean": [float(m) for m in mean], "std": [float(v) for v in std]}

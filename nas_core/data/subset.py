@@ -7,6 +7,10 @@ split (``subset.val_fraction`` of what remains), D = the rest, D~ =
 Every split is stratified by class and depends only on the labels and the
 seed. How D~ splits into weights / architecture parameters belongs to the
 search strategy (its ``weight_fraction``): :func:`weight_split`.
+
+The manifest also records the normalisation statistics, measured on the
+``full_train`` split only (``training_statistics``); ``load_splits`` applies
+them to every split, so no validation or test image shapes the inputs.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, Subset
 
 from nas_core.config import DataConfig, SubsetConfig
-from nas_core.data.sources import DataError, DataSource, load_source
+from nas_core.data.sources import DataError, DataSource, load_source, training_statistics
 from nas_core.io import load_npy, save_npy, sha256_file, write_json
 
 SPLITS = ("full_train", "val", "test", "subset", "probe")
@@ -73,6 +77,13 @@ def weight_split(train_labels: np.ndarray, subset: np.ndarray, fraction: float, 
     return _stratified(np.asarray(subset, dtype=np.int64), train_labels, fraction, seed + 3, key)
 
 
+def stratified_fraction(train_labels: np.ndarray, indices: np.ndarray, fraction: float, seed: int,
+                        key: str) -> np.ndarray:
+    """``fraction`` of ``indices``, stratified by class and seeded (sorted);
+    ``key`` names the param in errors."""
+    return _stratified(np.asarray(indices, dtype=np.int64), train_labels, fraction, seed, key)[0]
+
+
 def class_histogram(labels: np.ndarray, idx: np.ndarray, num_classes: int) -> list[int]:
     return np.bincount(labels[idx], minlength=num_classes).tolist()
 
@@ -87,16 +98,19 @@ def write_splits(splits: SplitIndices, source: DataSource, out: Path, seed: int)
         labels = source.test_targets if (name == "test" and not splits.test_in_pool) else source.train_targets
         files[name] = {"file": path.name, "count": int(len(idx)), "sha256": sha256_file(path),
                        "class_histogram": class_histogram(labels, idx, source.num_classes)}
+    stats = training_statistics(source, splits.indices["full_train"], seed)
     manifest = {"source": source.name, "num_classes": source.num_classes,
                 "input_shape": list(source.input_shape), "seed": seed,
-                "test_in_pool": splits.test_in_pool, "splits": files}
+                "test_in_pool": splits.test_in_pool, "splits": files,
+                "normalization": {**stats, "split": "full_train"}}
     write_json(out / "manifest.json", manifest)
     return manifest
 
 
 def load_splits(data: DataConfig, project_root: Path, subset_dir: Path) -> tuple[DataSource, dict[str, Dataset]]:
     """The datasets of every split, as lazy ``Subset`` views of the source,
-    checked against the manifest written by the subset stage."""
+    checked against the manifest written by the subset stage and normalised
+    with the training split's statistics it records."""
     import json
 
     manifest_path = subset_dir / "manifest.json"
@@ -107,6 +121,10 @@ def load_splits(data: DataConfig, project_root: Path, subset_dir: Path) -> tuple
     if manifest["source"] != source.name:
         raise DataError(f"{manifest_path}: written for source {manifest['source']!r}, params say {source.name!r}; "
                         "rerun the subset stage")
+    if "normalization" not in manifest:
+        raise DataError(f"{manifest_path}: no normalisation statistics (written by an older version); "
+                        "rerun the subset stage (`dvc repro subset`)")
+    source.norm.set(manifest["normalization"]["mean"], manifest["normalization"]["std"])
     out = {}
     for name in SPLITS:
         idx = load_npy(subset_dir / f"{name}.npy")

@@ -87,12 +87,14 @@ def cluster_mean_curves(features: np.ndarray, labels: np.ndarray, weights: np.nd
 def accuracy_vs_cost(rows: Sequence[dict], chosen: str | None = None) -> plt.Figure:
     """Test accuracy against latency (ms) and FLOPs of the finalists; each
     row needs name, test_acc, latency_ms (None: not measured), flops. The chosen network N* is
-    ringed; a row named ``baseline`` is drawn as a square."""
+    ringed; a row of kind ``baseline`` is drawn as a square, one of kind
+    ``random`` (the random control) as a grey cross."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "latency_ms", "latency (ms)"), (axes[1], "flops", "FLOPs")):
         for row in (r for r in rows if r.get(key) is not None):
-            marker = "s" if row["name"] == "baseline" else "o"
-            ax.scatter(row[key], row["test_acc"], marker=marker, s=60)
+            kind = row.get("kind", "baseline" if row["name"] == "baseline" else "dcnas")
+            style = {"baseline": {"marker": "s"}, "random": {"marker": "x", "color": "0.5"}}.get(kind, {})
+            ax.scatter(row[key], row["test_acc"], s=60, **{"marker": "o", **style})
             ax.annotate(row["name"], (row[key], row["test_acc"]), fontsize=8, xytext=(4, 4),
                         textcoords="offset points")
             if row["name"] == chosen:

@@ -8,5 +8,8 @@ from nas_core.spaces.base import (SPACES, GenotypeError, SampleResult, SearchSpa
 from nas_core.spaces import cell  # noqa: F401,E402
 from nas_core.spaces import layerwise  # noqa: F401,E402
 from nas_core.spaces import channel_ratio  # noqa: F401,E402
+from nas_core.spaces import dso  # noqa: F401,E402
+from nas_core.spaces import hierarchical  # noqa: F401,E402
+from nas_core.spaces import global_cell  # noqa: F401,E402
 
 __all__ = ["SPACES", "SearchSpace", "GenotypeError", "SampleResult", "make_space", "unique_rows"]

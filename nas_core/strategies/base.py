@@ -11,7 +11,8 @@ Every strategy class declares
   ``spaces`` (the names of the search spaces it can search);
 * ``kind``: ``"one_shot"`` (:class:`OneShotStrategy`: trains a supernet, a
   checkpoint per epoch, in the pretrain stage; derives in the search stage)
-  or ``"multi_trial"`` (trials in the search stage).
+  or ``"multi_trial"`` (nas_core.strategies.multi_trial: trials through an
+  evaluator in the search stage).
 
 :func:`create_strategy` is the only way a strategy is built.
 """
@@ -23,11 +24,11 @@ from typing import Any, ClassVar, Hashable, Mapping, Optional, Protocol, Sequenc
 
 import numpy as np
 import torch
-from pydantic import Field, ValidationError
+from pydantic import Field
 from torch.utils.data import DataLoader, Dataset
 
 from nas_core.registry import Registry
-from nas_core.sections import CrossFieldError, Section
+from nas_core.sections import Section, validated_section
 from nas_core.train.distributed import is_distributed
 from nas_core.train.loop import make_loader
 
@@ -79,9 +80,10 @@ class OneShotConfig(Section):
 
 
 class SearchStrategy(ABC):
-    """Lifecycle: ``setup`` -> for each remaining epoch ``train_epoch`` then
-    callbacks -> ``derive``. ``state_dict``/``load_state_dict`` make a run
-    resumable: ``run(state=...)`` continues after the epoch stored in it."""
+    """What every strategy shares: its space, validated config, device and
+    seed; a kind; how its result is drawn. The lifecycle is the kind's:
+    :class:`OneShotStrategy` (supernet epochs) or
+    nas_core.strategies.multi_trial.MultiTrialStrategy (trials)."""
 
     name: ClassVar[str]
     kind: ClassVar[str]
@@ -90,7 +92,6 @@ class SearchStrategy(ABC):
 
     def __init__(self, space: Any, config: Any, device: torch.device, seed: int = 0) -> None:
         self.space, self.config, self.device, self.seed = space, config, torch.device(device), seed
-        self.epoch = 0  # number of finished epochs
         self.history: list[dict[str, float]] = []
 
     @classmethod
@@ -98,6 +99,46 @@ class SearchStrategy(ABC):
         """The class to use under torchrun (override where a strategy has a
         data-parallel variant)."""
         raise StrategyError(f"strategy {cls.name!r} has no data-parallel variant (torchrun)")
+
+    @abstractmethod
+    def supernet_name(self) -> Optional[str]:
+        """The one-shot strategy whose supernet the pretrain stage trains for
+        this search (itself for a one-shot strategy), or None for none."""
+
+    def progress_postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        """What the stage's progress bar shows after an epoch or a trial."""
+        return {k: f"{metrics[k]:.3f}" for k in ("loss", "acc") if k in metrics}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Arrays the stages save as ``<name>.npy`` after every epoch and with
+        the result (e.g. FBNet's theta per epoch); none by default."""
+        return {}
+
+    def figures(self, result: SearchResult) -> dict[str, Any]:
+        """Matplotlib figures of a result, by file name; the stage saves and
+        logs them (default: the space's plot of the architecture tables)."""
+        fig = self.space.plot_tables(result.tables, title=self.name)
+        return {} if fig is None else {"tables.png": fig}
+
+
+class OneShotStrategy(SearchStrategy):
+    """A strategy that trains a weight-sharing supernet (``self.supernet``,
+    implementing nas_core.supernet.base.Supernet) whose weights are in
+    ``state_dict()["supernet"]``: the per-epoch checkpoints DC-NAS reads.
+
+    Lifecycle: ``setup`` -> for each remaining epoch ``train_epoch`` then
+    callbacks -> ``derive``. ``state_dict``/``load_state_dict`` make a run
+    resumable: ``run(state=...)`` continues after the epoch stored in it."""
+
+    kind = "one_shot"
+    supernet: torch.nn.Module
+
+    def __init__(self, space: Any, config: Any, device: torch.device, seed: int = 0) -> None:
+        super().__init__(space, config, device, seed)
+        self.epoch = 0  # number of finished epochs
+
+    def supernet_name(self) -> Optional[str]:
+        return self.name
 
     def run(self, data: SearchData, callbacks: Sequence[Callback] = (),
             state: dict[str, Any] | None = None) -> SearchResult:
@@ -144,30 +185,6 @@ class SearchStrategy(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    def progress_postfix(self, metrics: dict[str, float]) -> dict[str, str]:
-        """What the stage's epoch bar shows after an epoch."""
-        return {k: f"{metrics[k]:.3f}" for k in ("loss", "acc") if k in metrics}
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """Arrays the stages save as ``<name>.npy`` after every epoch and with
-        the result (e.g. FBNet's theta per epoch); none by default."""
-        return {}
-
-    def figures(self, result: SearchResult) -> dict[str, Any]:
-        """Matplotlib figures of a result, by file name; the stage saves and
-        logs them (default: the space's plot of the architecture tables)."""
-        fig = self.space.plot_tables(result.tables, title=self.name)
-        return {} if fig is None else {"tables.png": fig}
-
-
-class OneShotStrategy(SearchStrategy):
-    """A strategy that trains a weight-sharing supernet (``self.supernet``,
-    implementing nas_core.supernet.base.Supernet) whose weights are in
-    ``state_dict()["supernet"]``: the per-epoch checkpoints DC-NAS reads."""
-
-    kind = "one_shot"
-    supernet: torch.nn.Module
-
     @abstractmethod
     def tables(self) -> dict[str, np.ndarray]:
         """The current architecture-probability tables (see SearchResult)."""
@@ -186,19 +203,7 @@ class OneShotStrategy(SearchStrategy):
 def strategy_config(name: str, params: Any = None) -> Section:
     """The validated config of strategy ``name`` from a model instance, a
     mapping of its section or None (the published defaults)."""
-    model = STRATEGIES.get(name).Config
-    if isinstance(params, model):
-        return params
-    try:
-        return model.model_validate(dict(params or {}))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        cross = (first.get("ctx") or {}).get("error")
-        if isinstance(cross, CrossFieldError):
-            raise StrategyError(str(cross)) from None
-        key = ".".join(str(p) for p in first["loc"])
-        raise StrategyError(f"strategies.{name}.{key} = {first.get('input')!r}: "
-                            f"{first['msg'].removeprefix('Value error, ')}") from None
+    return validated_section(STRATEGIES.get(name).Config, params, f"strategies.{name}", StrategyError)
 
 
 def check_space(name: str, space: Any) -> None:

@@ -8,7 +8,7 @@ sub-network at a time, layer by layer, through :meth:`path_begin` and
 cell, a block: whatever the space calls a layer) depends only on the first
 :meth:`path_prefix` entries of the row, so sub-networks that agree on those
 entries share that computation (the prefix trie of nas_core.dcnas.features).
-Eq. 6 compares the parameters a sub-network uses at a layer
+A whole path ends in :meth:`path_logits`. Eq. 6 compares the parameters a sub-network uses at a layer
 (:meth:`path_parameter_names`) between epochs.
 
 The architecture-probability tables a supernet is trained with belong to
@@ -42,6 +42,11 @@ class Supernet(Protocol):
     def path_step(self, depth: int, state: Any, row: np.ndarray) -> tuple[Any, torch.Tensor]:
         """Run layer ``depth`` of sub-network ``row`` on ``state``; return the
         next state and the layer's output (N, C, ...), which DC-NAS pools."""
+
+    def path_logits(self, state: Any) -> torch.Tensor:
+        """The class logits of the sub-network whose last layer left
+        ``state`` (the supernet's head on it): the weight-sharing evaluator
+        (nas_core.evaluators.supernet) scores a whole path with it."""
 
     def path_parameter_names(self, depth: int, row: np.ndarray) -> tuple[str, ...]:
         """``state_dict`` keys of the trainable parameters that ``row`` uses

@@ -211,6 +211,9 @@ class SearchNetwork(nn.Module):
         out = cell(s0, s1, self.path_mix(row, "reduce" if cell.reduction else "normal", s1.device))
         return (s1, out), out
 
+    def path_logits(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self.classifier(F.adaptive_avg_pool2d(state[1], 1).flatten(1))
+
     def path_mix(self, row: np.ndarray, kind: str, device: torch.device) -> MixWeights:
         """The one-path weights of half ``kind`` of ``row`` (cached per row)."""
         part = KINDS.index(kind)

@@ -118,6 +118,9 @@ class LayerwiseSupernet(nn.Module):
         y = self.layers[depth].ops[int(row[depth])](state)
         return y, y
 
+    def path_logits(self, state: torch.Tensor) -> torch.Tensor:
+        return self.head(state)
+
     def path_parameter_names(self, depth: int, row: np.ndarray) -> tuple[str, ...]:
         i = int(row[depth])
         return tuple(f"layers.{depth}.ops.{i}.{name}" for name, _ in self.layers[depth].ops[i].named_parameters())

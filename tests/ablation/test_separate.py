@@ -2,11 +2,14 @@
 early-stopping score, determinism and resume (a rerun skips finished ones)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from nas_core.ablation import store
 from nas_core.ablation.full import full_job
+from nas_core.ablation.replicates import by_replicate, replicate_jobs, replicate_seed
 from nas_core.ablation.separate import make_jobs, separate_job, stack_records
 
 
@@ -35,31 +38,37 @@ class Interrupt(RuntimeError):
     pass
 
 
-def test_resume_skips_finished_architectures_and_matches_uninterrupted(tiny_space, tiny_spec, tiny_data, tmp_path):
-    indices = [10, 2000, 9000, 15000]
-    jobs = make_jobs(indices, tiny_space, tiny_spec, tiny_data, "cpu", 0, tmp_path / "run", "separate")
-    trained: list[int] = []
+def study_jobs(space, spec, data, cache):
+    """Two replicates of two architectures each (the same space indices,
+    different replicate seeds), as the ablation_train stage builds them."""
+    reps = [SimpleNamespace(index=r, seed=replicate_seed(0, r)) for r in range(2)]
+    return replicate_jobs(reps, lambda rep: [10, 9000], lambda rep: data, space, spec, "cpu", cache, "separate")
 
-    def dies_after_two(job):
-        if len(trained) == 2:
+
+def test_study_killed_mid_replicate_resumes_without_retraining(tiny_space, tiny_spec, tiny_data, tmp_path):
+    jobs = study_jobs(tiny_space, tiny_spec, tiny_data, tmp_path / "run")
+    trained: list[tuple[int, int]] = []
+
+    def dies_after_three(job):
+        if len(trained) == 3:
             raise Interrupt("killed")
-        trained.append(job.index)
+        trained.append((job.replicate, job.index))
         return separate_job(job)
 
-    with pytest.raises(Interrupt):
-        store.run_cached(jobs, dies_after_two)
-    assert trained == indices[:2]
+    with pytest.raises(Interrupt):  # replicate 0 finished, replicate 1 half done
+        store.run_cached(jobs, dies_after_three)
 
     def counting(job):
-        trained.append(job.index)
+        trained.append((job.replicate, job.index))
         return separate_job(job)
 
     resumed = store.run_cached(jobs, counting)
-    assert trained == indices  # only the two unfinished ones were trained on the rerun
-    clean = store.run_cached(make_jobs(indices, tiny_space, tiny_spec, tiny_data, "cpu", 0, tmp_path / "clean",
-                                       "separate"), separate_job)
+    assert trained == [(0, 10), (0, 9000), (1, 10), (1, 9000)]  # only the unfinished network on the rerun
+    assert resumed[0]["val_acc"] != resumed[2]["val_acc"]  # same architecture, another replicate's seed
+    clean = store.run_cached(study_jobs(tiny_space, tiny_spec, tiny_data, tmp_path / "clean"), separate_job)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(resumed) == strip(clean)
+    assert [len(v) for v in by_replicate(jobs, resumed).values()] == [2, 2]
 
 
 def test_changed_settings_or_truncated_file_retrain(tiny_space, tiny_spec, tiny_data, tmp_path):

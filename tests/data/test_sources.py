@@ -6,10 +6,12 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from flows.cli import main
 from nas_core.config import DataConfig
 from nas_core.data import SOURCES, DataError, load_source, materialize_digits
+from nas_core.data.sources import training_statistics
 from tests.conftest import MNIST_T10K, REPO
 
 
@@ -27,6 +29,10 @@ def test_digits_items_are_normalised_tensors():
     assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and isinstance(y, int)
     assert source.num_classes == 10 and len(source.train_targets) == 1797 and source.test is None
     stacked = torch.stack([source.train[i][0] for i in range(len(source.train))])
+    assert stacked.min() >= 0 and stacked.max() <= 1  # scaled only, until the training statistics are set
+    stats = training_statistics(source, np.arange(len(source.train)), seed=0)
+    source.norm.set(stats["mean"], stats["std"])
+    stacked = torch.stack([source.train[i][0] for i in range(len(source.train))])
     assert abs(stacked.mean().item()) < 0.05 and abs(stacked.std().item() - 1) < 0.05
 
 
@@ -40,7 +46,9 @@ def test_mnist_reads_real_t10k_gz():
 
 def test_missing_mnist_root_names_files_and_dvc_add(tmp_path, capsys, monkeypatch):
     params = tmp_path / "params.yaml"
-    params.write_text(f"data:\n  source: mnist\n  root: {tmp_path / 'none'}\n")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())  # a complete file (a partial one is an error)
+    raw["data"].update(source="mnist", root=str(tmp_path / "none"))
+    params.write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     assert main(["check", "--params", str(params)]) == 2
     err = capsys.readouterr().err

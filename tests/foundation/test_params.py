@@ -54,6 +54,11 @@ BAD = [
     ({"data.holdout_test_fraction": 0.5, "subset.val_fraction": 0.45}, ["subset.val_fraction", "0.45", "10%"]),
     ({"data.source": "mnits"}, ["data.source", "'mnits'", "did you mean 'mnist'"]),
     ({"subset.probe_size": 100000}, ["subset.probe_size", "100000", "size of D~"]),
+    ({"strategies.random.trials": 0}, ["strategies.random.trials", "0", "greater than or equal to 1"]),
+    ({"strategies.evolution.evaluator": "trian"}, ["strategies.evolution.evaluator", "'trian'", "train"]),
+    ({"evaluate.evaluator": "proxy"}, ["evaluate.evaluator", "'proxy'", "zero_cost"]),
+    ({"search.strategy": "hier_evolution", "search.space": "layerwise"},
+     ["search.space", "'layerwise'", "strategy 'hier_evolution' searches hierarchical"]),
     ("subset: [1, 2\n", ["params.yaml", "not valid YAML"]),
     ("- just\n- a list\n", ["params.yaml", "mapping"]),
 ]

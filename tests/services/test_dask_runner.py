@@ -128,11 +128,10 @@ def test_external_scheduler_per_cluster_evaluation_matches_thread_pool(external_
     from flows.fanout import fan_out
     from tasks.evaluate import evaluate_cluster
     from tests.tasks.stage_project import make_project, tiny_params
-    from tests.tasks.test_dcnas_fanout import jobs_for
+    from tests.tasks.test_dcnas_fanout import jobs_for, numbers
 
     params = tiny_params()
     jobs = jobs_for(make_project(tmp_path / "project", params), params)
     threaded = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="thread", max_workers=2))
     dasked = fan_out(evaluate_cluster, jobs, RuntimeConfig(task_runner="dask", dask_address=external_cluster))
-    assert [[(r["name"], r["history"], r["val_acc"]) for r in cluster] for cluster in dasked] == \
-        [[(r["name"], r["history"], r["val_acc"]) for r in cluster] for cluster in threaded]
+    assert numbers(dasked) == numbers(threaded)

@@ -1,8 +1,10 @@
-"""A real `mlflow server` (sqlite backend, artifacts served by the server from
-a directory in tmp, so clients upload over HTTP): the
-pipeline logs over HTTP (parent run, nested stage runs, params, metrics;
-the DC-NAS stages' genotype artifact and registered model); with the server
-down a stage exits 75 with a clear message and leaves no output behind."""
+"""A real `mlflow server` (conftest.py's ``mlflow_server``: sqlite backend,
+artifacts served by the server from a directory in tmp, so clients upload
+over HTTP): the pipeline logs over HTTP (parent run with a description
+naming strategy, space and dataset, nested stage runs with the dataset as
+their inputs, params, metrics; the DC-NAS stages' genotype artifact and
+registered model) into a model-training experiment; with the server down a
+stage exits 75 with a clear message and leaves no output behind."""
 from __future__ import annotations
 
 import json
@@ -13,29 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flows.pipeline import nas_pipeline
-from service_procs import HOST, Service, copy_project, free_port, http_ok
+from service_procs import HOST, copy_project, free_port
 from tests.conftest import sh
 
 pytestmark = pytest.mark.slow
 EXIT_TEMPFAIL = 75
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """`mlflow server` as `make ui` starts it, on a free loopback port."""
-    home = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", HOST, "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{home}/mlflow.db", "--artifacts-destination", str(home / "artifacts"),
-           "--workers", "1"]
-    server = Service("mlflow-server", cmd, home, env={"MLFLOW_DISABLE_TELEMETRY": "true",
-                                                      "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    uri = f"http://{HOST}:{port}"
-    try:
-        server.wait_until(http_ok(uri + "/health"), 120, "/health")
-        yield uri
-    finally:
-        server.stop()
 
 
 def test_pipeline_logs_parent_and_stage_runs_over_http(template_project, tmp_path, mlflow_server, prefect_server,
@@ -58,6 +42,23 @@ def test_pipeline_logs_parent_and_stage_runs_over_http(template_project, tmp_pat
     assert stage.data.params["subset.probe_size"] == "256"
     metrics = json.loads((project / "metrics" / "subset.json").read_text())
     assert stage.data.metrics["probe_count"] == metrics["probe_count"] == 256
+
+    # what the MLflow UI needs: a model-training experiment (runs table first),
+    # the dataset on the stage run, a parent description a reader can scan
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    manifest = json.loads((project / "artifacts" / "subset" / "manifest.json").read_text())
+    inputs = {tag.value: item.dataset for item in client.get_run(stage.info.run_id).inputs.dataset_inputs
+              for tag in item.tags if tag.key == "mlflow.data.context"}
+    assert sorted(inputs) == ["test", "train", "val"]
+    assert {d.name for d in inputs.values()} == {"digits:data"}
+    assert inputs["train"].digest == manifest["splits"]["full_train"]["sha256"][:12]
+    assert inputs["test"].digest == manifest["splits"]["test"]["sha256"][:12]
+    parent_inputs = {tag.value: item.dataset for item in client.get_run(parent.info.run_id).inputs.dataset_inputs
+                     for tag in item.tags if tag.key == "mlflow.data.context"}
+    assert parent_inputs == inputs  # the runs table's Dataset column on the pipeline's row
+    description = parent.data.tags["mlflow.note.content"]
+    assert "strategy fbnet" in description and "search space layerwise" in description
+    assert "dataset digits:data" in description
 
 
 def test_stage_exits_75_and_writes_nothing_when_server_is_down(template_project, tmp_path):

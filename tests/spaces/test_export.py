@@ -8,6 +8,7 @@ import torch
 
 from nas_core.spaces import SPACES, make_space
 from nas_core.spaces.export import export_network, load_network
+from tests.train.one_thread import one_thread  # noqa: F401  (tiny models: one torch thread)
 
 
 @pytest.mark.parametrize("name", SPACES.names())

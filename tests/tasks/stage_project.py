@@ -18,21 +18,27 @@ TINY = {
     "runtime": {"device": "cpu", "seed": 0, "max_workers": 2},
     "subset": {"fraction": 0.1, "probe_size": 16},
     "spaces": {"cell": {"final_cells": 3, "final_channels": 4, "auxiliary_weight": 0.0},  # recipe: test_recipe.py
-               "layerwise": {"latency_repeats": 1}},
+               "layerwise": {"latency_repeats": 1},
+               "global_cell": {"cells": 3, "final_channels": 4, "auxiliary_weight": 0.0},
+               "dso": {"levels": 2, "stages": 2, "blocks_per_stage": 1, "init_channels": 4}},
     "dcnas_sample": {"num_samples": 20},
     "dcnas_features": {"probe_batch_size": 16},
     "dcnas_cluster": {"k": 2, "silhouette_sample": 20},
-    "evaluate": {"epochs": 1, "batch_size": 64},
-    "retrain": {"epochs": 1, "batch_size": 128, "augment": False},
+    "evaluate": {"epochs": 1},
+    "retrain": {"epochs": 1, "batch_size": 128, "augment": False, "random_control": False},
 }
 
 
 def tiny_strategies() -> dict:
-    """Every strategy's params.yaml section cut to 2 epochs (per stage)."""
+    """Every strategy's params.yaml section cut to 2 epochs (per stage), or
+    to 4 trials with a 1-epoch budget."""
     out = {}
     for name, config in load_params(REPO / "params.yaml").strategies:
         section = config.model_dump()
-        section["epochs"] = 2
+        if "epochs" in section:
+            section["epochs"] = 2
+        if "trials" in section:
+            section.update(trials=4, batch=2, budget=1)
         if "warmup_epochs" in section:
             section["warmup_epochs"] = min(section["warmup_epochs"], 1)
         out[name] = section

@@ -10,9 +10,11 @@ from nas_core.spaces.layerwise.latency import (LATENCY_FILE, LatencyTable, flops
 from nas_core.spaces.layerwise.network import LayerwiseNet, make_head, make_stem
 from nas_core.spaces.layerwise.ops import FBNET_OP_NAMES, OPS, BlockOp, build_op
 from nas_core.spaces.layerwise.plots import theta_heatmap
-from nas_core.spaces.layerwise.space import FBNET_PRESETS, FbnetPreset, LayerSpec, LayerwiseConfig, LayerwiseSpace
+from nas_core.spaces.layerwise.space import (AUTO_PRESET, FBNET_PRESETS, FbnetPreset, LayerSpec, LayerwiseConfig,
+                                             LayerwiseSpace, auto_preset, resolve_preset)
 
 __all__ = ["LayerwiseSpace", "LayerwiseConfig", "LayerwiseGenotype", "LayerSpec", "FbnetPreset", "FBNET_PRESETS",
+           "AUTO_PRESET", "auto_preset", "resolve_preset",
            "FBNET_OP_NAMES", "OPS", "BlockOp", "build_op", "LayerwiseNet", "make_stem", "make_head",
            "LatencyTable", "LATENCY_FILE", "measure_latency_table", "flops_latency_table", "genotype_cost",
            "op_cost", "op_flops_table", "supernet_cost", "theta_heatmap"]

@@ -16,6 +16,25 @@ first layer has stride ``s``. Presets by input size:
 * ``mnist`` — 28x28 grey inputs: 7 layers, 8-32 channels.
 * ``digits`` — scikit-learn's 8x8 digits: 6 layers, 8-32 channels; a
   pre-training epoch on 2 CPU cores takes seconds.
+* ``auto`` (the default) — the preset made for the size nearest the data's
+  on a log scale, by the smaller image side s (:func:`auto_preset`):
+
+  ======================  =========  ==================
+  smaller side s (px)     preset     made for
+  ======================  =========  ==================
+  s <= 14                 digits     8x8
+  15 <= s <= 29           mnist      28x28
+  30 <= s <= 84           cifar      32x32
+  s >= 85                 imagenet   224x224
+  ======================  =========  ==================
+
+  The band edges are the geometric means of neighbouring sizes (sqrt(8*28)
+  = 14.97, sqrt(28*32) = 29.9, sqrt(32*224) = 84.7). The channel count does
+  not enter: the stem takes any number of input channels. The space (and so
+  every genotype, latency table and fingerprint) records the resolved
+  preset, never ``auto``. An explicit preset that ``auto`` would not pick
+  for the data is allowed; ``nasflow check`` warns about it
+  (:meth:`LayerwiseConfig.fit_warnings`).
 
 Every channel count is even so the group-2 blocks apply everywhere.
 
@@ -30,6 +49,7 @@ latency table (latency.py), attached by :meth:`with_measurements`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -60,39 +80,71 @@ class LayerSpec:
 
 @dataclass(frozen=True)
 class FbnetPreset:
-    """``stages`` holds (channels f, layers n, first stride s) per stage."""
+    """``stages`` holds (channels f, layers n, first stride s) per stage;
+    ``input_size`` is the image side the preset is made for."""
 
     stem_channels: int
     stem_stride: int
     stages: tuple[tuple[int, int, int], ...]
     head_channels: int
+    input_size: int
 
 
 FBNET_PRESETS: Mapping[str, FbnetPreset] = {
     "imagenet": FbnetPreset(16, 2, ((16, 1, 1), (24, 4, 2), (32, 4, 2), (64, 4, 2),
-                                    (112, 4, 1), (184, 4, 2), (352, 1, 1)), 1984),
+                                    (112, 4, 1), (184, 4, 2), (352, 1, 1)), 1984, 224),
     "cifar": FbnetPreset(16, 1, ((16, 1, 1), (24, 2, 1), (32, 2, 2), (64, 2, 2),
-                                 (112, 2, 1), (184, 2, 2), (352, 1, 1)), 1504),
-    "mnist": FbnetPreset(8, 1, ((8, 1, 1), (16, 2, 2), (24, 2, 2), (32, 2, 2)), 128),
-    "digits": FbnetPreset(8, 1, ((8, 1, 1), (16, 2, 2), (24, 2, 1), (32, 1, 2)), 64),
+                                 (112, 2, 1), (184, 2, 2), (352, 1, 1)), 1504, 32),
+    "mnist": FbnetPreset(8, 1, ((8, 1, 1), (16, 2, 2), (24, 2, 2), (32, 2, 2)), 128, 28),
+    "digits": FbnetPreset(8, 1, ((8, 1, 1), (16, 2, 2), (24, 2, 1), (32, 1, 2)), 64, 8),
 }
+
+#: ``spaces.layerwise.preset`` value that picks the preset from the input shape.
+AUTO_PRESET = "auto"
+
+
+def auto_preset(input_shape: tuple[int, ...]) -> str:
+    """The preset whose ``input_size`` is nearest the smaller side of
+    ``input_shape`` (C, H, W) on a log scale (module docstring table)."""
+    side = min(int(v) for v in input_shape[-2:])
+    return min(FBNET_PRESETS, key=lambda name: abs(math.log(side / FBNET_PRESETS[name].input_size)))
+
+
+def resolve_preset(preset: str, input_shape: tuple[int, ...]) -> str:
+    """``preset``, or :func:`auto_preset` of ``input_shape`` for ``auto``."""
+    return auto_preset(input_shape) if preset == AUTO_PRESET else preset
 
 
 class LayerwiseConfig(Section):
-    """``spaces.layerwise``: the macro-architecture preset and how many
-    timings per (layer, op) the latency table takes (the minimum counts)."""
+    """``spaces.layerwise``: the macro-architecture preset (``auto``: chosen
+    from the input shape, see the module docstring) and how many timings
+    per (layer, op) the latency table takes (the minimum counts)."""
 
-    preset: str = "digits"
+    preset: str = AUTO_PRESET
     latency_repeats: int = Field(5, ge=1)
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str) -> str:
-        if value not in FBNET_PRESETS:
-            hint = nearest(value, list(FBNET_PRESETS))
+        if value != AUTO_PRESET and value not in FBNET_PRESETS:
+            hint = nearest(value, [*FBNET_PRESETS, AUTO_PRESET])
             did = f"; did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"unknown preset: allowed {', '.join(FBNET_PRESETS)}{did}")
+            raise ValueError(f"unknown preset: allowed {', '.join(FBNET_PRESETS)}{did} "
+                             f"(or {AUTO_PRESET!r}: chosen from the input size)")
         return value
+
+    def fit_warnings(self, input_shape: tuple[int, ...]) -> list[str]:
+        """One line per setting that does not suit images of ``input_shape``
+        (C, H, W): an explicit preset other than the one ``auto`` picks."""
+        if self.preset == AUTO_PRESET:
+            return []
+        fitting = auto_preset(input_shape)
+        if self.preset == fitting:
+            return []
+        made_for = FBNET_PRESETS[self.preset].input_size
+        shape = "x".join(str(int(v)) for v in input_shape)
+        return [f"spaces.layerwise.preset = {self.preset!r} is made for {made_for}x{made_for} inputs, "
+                f"the data is {shape}: {fitting!r} fits it (or set 'auto')"]
 
 
 @SPACES.register(SPACE_NAME)
@@ -122,14 +174,16 @@ class LayerwiseSpace(SearchSpace):
 
     @classmethod
     def create(cls, config: LayerwiseConfig, input_shape: tuple[int, int, int], num_classes: int) -> "LayerwiseSpace":
-        """The space of ``config.preset`` for images ``input_shape`` (C, H, W)."""
-        p = FBNET_PRESETS[config.preset]
+        """The space of ``config.preset`` for images ``input_shape`` (C, H, W);
+        ``auto`` is resolved here, so the space holds a concrete preset."""
+        preset = resolve_preset(config.preset, input_shape)
+        p = FBNET_PRESETS[preset]
         layers, channels = [], p.stem_channels
         for out, count, stride in p.stages:
             for i in range(count):
                 layers.append(LayerSpec(channels, out, stride if i == 0 else 1))
                 channels = out
-        return cls(preset=config.preset, input_shape=tuple(int(v) for v in input_shape),
+        return cls(preset=preset, input_shape=tuple(int(v) for v in input_shape),
                    num_classes=int(num_classes), stem_channels=p.stem_channels, layers=tuple(layers),
                    head_channels=p.head_channels, op_names=FBNET_OP_NAMES, stem_stride=p.stem_stride,
                    latency_repeats=config.latency_repeats)

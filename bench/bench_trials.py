@@ -1,0 +1,119 @@
+"""Multi-trial search on digits: how trials scale out, and random search
+against aging evolution at the same number of trials.
+
+Setup: the search stage's own code (tasks/trials.py) on a project with the
+default digits subset, the layer-wise space (digits preset), the ``train``
+evaluator with a 1-epoch budget, one torch thread per trial.
+
+* Scale-out: the same random search (``trials`` trials, rounds of 2) with the
+  trials one after another in this process (the baseline), on the Prefect
+  thread pool with 2 workers, and on a Dask LocalCluster of 2 worker
+  processes (its start-up included). ``speedup`` = baseline wall time / mode
+  wall time, same run; the trial tables must be identical in every mode.
+* Random vs evolution: ``seeds`` seeds each, the best validation accuracy
+  after ``trials`` trials (mean ± std over seeds).
+
+Usage: python bench/bench_trials.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+
+def project(root: Path, strategy: str, seed: int, trials: int, runtime: dict):
+    from nas_core.config import load_params, validate_params
+    from tests.tasks.stage_project import make_project
+
+    raw = load_params(HERE.parent / "params.yaml").model_dump(mode="json")
+    raw["search"] = {"strategy": strategy, "space": "layerwise"}
+    raw["runtime"].update(seed=seed, device="cpu", threads=1, **runtime)
+    raw["strategies"][strategy].update(trials=trials, batch=2, budget=1, evaluator="train", supernet="none")
+    params = validate_params(raw)
+    return make_project(root, params), params
+
+
+def search(root: Path, params, fan_out=None) -> tuple[float, list]:
+    import tasks.search
+    from tests.tasks.stage_project import stage_context
+
+    ctx = stage_context(root, params, "search")
+    if fan_out is not None:
+        ctx.fan_out = fan_out
+    start = time.perf_counter()
+    tasks.search.run(params, ctx)
+    seconds = time.perf_counter() - start
+    ctx.log.end("FINISHED")
+    lines = (root / "artifacts" / "search" / "trials.jsonl").read_text().splitlines()[1:]
+    table = [{k: v for k, v in json.loads(x).items() if k not in ("seconds", "elapsed_s")} for x in lines]
+    return seconds, table
+
+
+def scale_out(trials: int, quick: bool) -> list[dict]:
+    from flows.fanout import fan_out
+
+    modes = [("in order, 1 worker", {"task_runner": "thread", "max_workers": 1}, None),
+             ("thread pool, 2 workers", {"task_runner": "thread", "max_workers": 2}, fan_out)]
+    if not quick:
+        modes.append(("dask, 2 workers", {"task_runner": "dask", "dask_n_workers": 2}, fan_out))
+    rows, tables = [], []
+    for label, runtime, mapper in modes:
+        with tempfile.TemporaryDirectory(prefix="bench_trials_") as tmp:
+            root, params = project(Path(tmp) / "p", "random", 0, trials, runtime)
+            seconds, table = search(root, params, mapper)
+        tables.append(table)
+        rows.append({"part": "scale-out", "mode": label, "trials": trials, "seconds": round(seconds, 2),
+                     "trials_per_s": round(trials / seconds, 3)})
+    for row in rows:
+        row["speedup"] = round(rows[0]["seconds"] / row["seconds"], 3)
+        row["same_table"] = tables[rows.index(row)] == tables[0]
+    return rows
+
+
+def random_vs_evolution(trials: int, seeds: int) -> list[dict]:
+    rows = []
+    for strategy in ("random", "evolution"):
+        best, seconds = [], []
+        for seed in range(seeds):
+            with tempfile.TemporaryDirectory(prefix="bench_trials_") as tmp:
+                root, params = project(Path(tmp) / "p", strategy, seed, trials, {"task_runner": "thread"})
+                took, table = search(root, params)
+            best.append(max(r["metrics"]["score"] for r in table))
+            seconds.append(took)
+        rows.append({"part": "best val acc", "mode": strategy, "trials": trials, "seeds": seeds,
+                     "best_val_acc_mean": round(statistics.mean(best), 4),
+                     "best_val_acc_std": round(statistics.stdev(best), 4) if seeds > 1 else 0.0,
+                     "per_seed": [round(b, 4) for b in best], "seconds": round(statistics.mean(seconds), 2)})
+    return rows
+
+
+def run(quick: bool = False) -> dict:
+    trials, seeds = (4, 2) if quick else (24, 3)
+    rows = scale_out(8 if quick else 16, quick) + random_vs_evolution(trials, seeds)
+    summary = {"speedup": {r["mode"]: r["speedup"] for r in rows if r["part"] == "scale-out"},
+               "tables_identical": all(r.get("same_table", True) for r in rows),
+               "best_val_acc": {r["mode"]: f"{r['best_val_acc_mean']:.4f} ± {r['best_val_acc_std']:.4f}"
+                                for r in rows if r["part"] == "best val acc"}}
+    return {"name": "trials", "rows": rows, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    from run import report
+
+    report(run(quick=args.quick))
+
+
+if __name__ == "__main__":
+    main()
