@@ -111,12 +111,16 @@ def chosen_sections(params: Params, strategy: Optional[str] = None) -> dict[str,
             f"strategies.{strategy}": getattr(params.strategies, strategy).model_dump(mode="json")}
 
 
-def fingerprint(params: Params, space: SearchSpace, strategy: Optional[str] = None, **more: Any) -> str:
+def fingerprint(params: Params, ctx: Any, space: SearchSpace, strategy: Optional[str] = None, **more: Any) -> str:
     """Digest of everything that shapes the work of ``strategy`` (default
     ``search.strategy``) on ``space``, plus ``more`` (resume guard of
-    supernet checkpoints and trial tables)."""
+    supernet checkpoints and trial tables): the params, and the data
+    itself through the subset stage's manifest (split files' sha256 and
+    the normalisation statistics measured on the training split)."""
     keys = {s: section_dict(params, s) for s in ("data", "subset")}
-    keys.update(chosen_sections(params, strategy), seed=params.runtime.seed, space=space.fingerprint(), **more)
+    manifest = need(ctx.artifacts("subset") / "manifest.json", "subset")
+    keys.update(chosen_sections(params, strategy), seed=params.runtime.seed, space=space.fingerprint(),
+                subset_manifest=hashlib.sha256(manifest.read_bytes()).hexdigest(), **more)
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -74,7 +74,7 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     with ctx.progress(total=strategy.num_epochs(), desc=f"{strategy.name} epochs") as bar:
         outputs = EpochOutputs(ctx, bar)
         result = run_resumable(strategy, search_data(params, ctx, strategy), ctx.out / CHECKPOINTS,
-                               fingerprint(params, space, strategy.name), [outputs])
+                               fingerprint(params, ctx, space, strategy.name), [outputs])
     outputs.log_earlier(result.history)
     write_history(ctx.out / "history.csv", result.history)
     write_history(ctx.root / "metrics" / "pretrain_history.csv", result.history)

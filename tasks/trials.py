@@ -164,7 +164,7 @@ def record(out: Path, strategy: MultiTrialStrategy, key: str) -> None:
 def run_search(params: Params, ctx: Any, strategy: MultiTrialStrategy) -> list[Trial]:
     """Every trial of the search, resuming from a recorded table."""
     evaluator = strategy.config.evaluator
-    key = fingerprint(params, strategy.space, evaluators={evaluator: getattr(params.evaluators, evaluator)
+    key = fingerprint(params, ctx, strategy.space, evaluators={evaluator: getattr(params.evaluators, evaluator)
                                                           .model_dump(mode="json")})
     recorded = read_trials(ctx.out / TRIALS, strategy.space, key)
     with ctx.progress(total=strategy.config.trials, desc=f"{strategy.name} trials", initial=len(recorded)) as bar:

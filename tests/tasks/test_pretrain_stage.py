@@ -90,3 +90,22 @@ def test_switching_strategy_empties_the_persistent_output(tmp_path: Path) -> Non
     assert (tmp_path / "checkpoints" / "epoch_001.pt").read_bytes() == b"state"  # same owner: resumable
     keep_one_owner(tmp_path, "pc_darts on cell")
     assert sorted(p.name for p in tmp_path.iterdir()) == [OWNER_FILE]
+
+
+def test_the_resume_guard_covers_the_data_not_only_the_params(tmp_path: Path) -> None:
+    """Checkpoints made on other data (other split files or normalisation
+    statistics in the subset manifest) are not resumed from."""
+    from nas_core.spaces import make_space
+    from tasks.nas import fingerprint
+
+    params = tiny_params()
+    root = make_project(tmp_path / "project", params)
+    ctx = stage_context(root, params, "pretrain")
+    space = make_space("layerwise", params.spaces.layerwise, (1, 8, 8), 10)
+    before = fingerprint(params, ctx, space)
+    manifest = root / "artifacts" / "subset" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["normalization"]["mean"] = [m + 0.01 for m in data["normalization"]["mean"]]
+    manifest.write_text(json.dumps(data))
+    assert fingerprint(params, ctx, space) != before
+    ctx.log.end("FINISHED")
