@@ -133,6 +133,9 @@ def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
         lines.append(f"chosen architecture N*: {c.get('label', c.get('genotype'))}")
         lines.append(f"test accuracy: {m.get('chosen_test_acc', float('nan')):.4f}  "
                      f"(the search strategy's own genotype: {m.get('baseline_test_acc', float('nan')):.4f})")
+        if "random_control" in c:
+            lines.append(f"random control at DC-NAS's selection compute: {c['random_control']['test_acc']:.4f} "
+                         f"(best by validation of {c['random_control']['networks']} random networks)")
     lines.append(f"metrics: {project / 'metrics'}   artifacts: {project / 'artifacts'}")
     lines.append(f"MLflow: `make ui`, then {ui_link(result['experiment_id'])} (runs table; parent run "
                  f"{ui_link(result['experiment_id'], result['parent_run_id'])})")
