@@ -57,8 +57,15 @@ class TrialJob:
     live: Optional[LiveRun] = None  # the trial's nested run: epochs of a training evaluator are logged live
 
 
-@functools.lru_cache(maxsize=4)
 def _eval_data(data: DataConfig, project_root: str, subset_dir: str) -> EvalData:
+    """The subset's splits, loaded once per worker process while the
+    subset stage's manifest stays the same file."""
+    manifest = Path(subset_dir) / "manifest.json"
+    return _load_eval_data(data, project_root, subset_dir, manifest.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_eval_data(data: DataConfig, project_root: str, subset_dir: str, version: int) -> EvalData:
     source, splits = load_splits(data, Path(project_root), Path(subset_dir))
     return EvalData(splits["subset"], splits["val"], source.name)
 
@@ -72,7 +79,8 @@ def _supernet(spec: SupernetSpec, space: SearchSpace, device: torch.device) -> A
     cache = getattr(_local, "supernets", None)
     if cache is None:
         cache = _local.supernets = {}
-    key = (spec.strategy, spec.checkpoint, repr(space.fingerprint()), str(device))
+    key = (spec.strategy, spec.checkpoint, Path(spec.checkpoint).stat().st_mtime_ns, repr(space.fingerprint()),
+           str(device))
     if key not in cache:
         cache.clear()
         cache[key] = spec.load(space, device)
