@@ -124,7 +124,27 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class CellNetwork(nn.Module):
+class CellStack(nn.Module):
+    """What every stacked-cell network shares once its subclass has built
+    ``stem``, ``cells`` (GenotypeCell), ``classifier``, ``aux_at`` and, with
+    the auxiliary head, ``auxiliary``: drop path and the forward pass."""
+
+    def set_drop_path(self, p: float) -> None:
+        for cell in self.cells:
+            cell.drop.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        s0 = s1 = self.stem(x)
+        auxiliary = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == self.aux_at and self.training and hasattr(self, "auxiliary") and len(s1) > 1:
+                auxiliary = self.auxiliary(s1)  # a batch of one has no statistics for the head's BatchNorm
+        logits = self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
+        return logits if auxiliary is None else (logits, auxiliary)
+
+
+class CellNetwork(CellStack):
     """The network a genotype describes (deeper/wider than the search proxy:
     ``cells`` and ``channels`` from the space's ``final_cells`` /
     ``final_channels``); nas_core.spaces.export saves and reloads it. With
@@ -149,16 +169,3 @@ class CellNetwork(nn.Module):
                 self.auxiliary = AuxiliaryHead(len(concats[plan.reduction]) * plan.c, num_classes)
         self.classifier = nn.Linear(len(concats[plan.reduction]) * plan.c, num_classes)
 
-    def set_drop_path(self, p: float) -> None:
-        for cell in self.cells:
-            cell.drop.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        s0 = s1 = self.stem(x)
-        auxiliary = None
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
-            if i == self.aux_at and self.training and hasattr(self, "auxiliary") and len(s1) > 1:
-                auxiliary = self.auxiliary(s1)  # a batch of one has no statistics for the head's BatchNorm
-        logits = self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
-        return logits if auxiliary is None else (logits, auxiliary)
