@@ -106,12 +106,14 @@ class DartsStrategy(OneShotStrategy):
 
     name = "darts"
     spaces = ("cell",)
+    space_type: ClassVar[type] = CellSpace  # the space class a subclass searches (DNAS-CAM: the global cell space)
     Config = DartsConfig
 
     def __init__(self, space: CellSpace, config: Any, device: torch.device, seed: int = 0) -> None:
-        if not isinstance(space, CellSpace):
-            raise TypeError(f"strategy {self.name!r} searches the cell space: expected a CellSpace, "
-                            f"got {type(space).__name__} (set search.space to 'cell')")
+        if not isinstance(space, self.space_type):
+            raise TypeError(f"strategy {self.name!r} searches the {self.spaces[0]!r} space: expected a "
+                            f"{self.space_type.__name__}, got {type(space).__name__} "
+                            f"(set search.space to {self.spaces[0]!r})")
         super().__init__(space, config, device, seed)
         self.op_names = tuple(space.op_names)
 

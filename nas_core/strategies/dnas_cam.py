@@ -44,7 +44,7 @@ from nas_core.sections import CrossFieldError
 from nas_core.spaces.cell import SKIP
 from nas_core.spaces.global_cell import GlobalCellGenotype, GlobalCellSpace, derive_global
 from nas_core.spaces.global_cell.tables import make_tables
-from nas_core.strategies.base import STRATEGIES, OneShotStrategy, SearchData, SearchResult
+from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult
 from nas_core.strategies.darts import DartsFamilyConfig, DartsStrategy, SecondOrderKeys
 from nas_core.supernet.cell import MixWeights
 from nas_core.supernet.global_cell import CamArchParams, GlobalSearchNetwork, zero_one_loss
@@ -77,14 +77,8 @@ class DnasCamStrategy(DartsStrategy):
 
     name = "dnas_cam"
     spaces = ("global_cell",)
+    space_type = GlobalCellSpace
     Config = DnasCamConfig
-
-    def __init__(self, space: GlobalCellSpace, config: Any, device: torch.device, seed: int = 0) -> None:
-        if not isinstance(space, GlobalCellSpace):
-            raise TypeError(f"strategy {self.name!r} searches the global cell space: expected a GlobalCellSpace, "
-                            f"got {type(space).__name__} (set search.space to 'global_cell')")
-        OneShotStrategy.__init__(self, space, config, device, seed)
-        self.op_names = tuple(space.op_names)
 
     # ------------------------------------------------------------ building
     def setup(self, data: Optional[SearchData]) -> None:
