@@ -12,6 +12,8 @@ from nas_core.strategies import stacnas  # noqa: F401,E402
 from nas_core.strategies import dnas_cam  # noqa: F401,E402
 from nas_core.strategies import random, evolution, hier_evolution  # noqa: F401,E402
 from nas_core.strategies import rl, pnas  # noqa: F401,E402
+from nas_core.strategies import enas  # noqa: F401,E402
+from nas_core.strategies import nao  # noqa: F401,E402
 
 __all__ = ["STRATEGIES", "SearchStrategy", "OneShotStrategy", "SearchData", "SearchResult", "StrategyError",
            "create_strategy", "strategy_config"]

@@ -35,7 +35,7 @@ import copy
 import functools
 import resource
 import time
-from typing import Any, ClassVar, Iterator, Literal, Optional
+from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional
 
 import numpy as np
 import torch
@@ -333,9 +333,7 @@ class DartsStrategy(OneShotStrategy):
         state = {"supernet": self.supernet.state_dict(), "arch": self.arch.state_dict(),
                  "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
                  "sched": self.sched.state_dict(), "epoch": self.epoch,
-                 "history": [dict(h) for h in self.history], "torch_rng": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+                 "history": [dict(h) for h in self.history], **torch_rng_state()}
         return copy.deepcopy(state)  # a snapshot: later steps must not change it
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -345,9 +343,22 @@ class DartsStrategy(OneShotStrategy):
         self.a_opt.load_state_dict(state["a_opt"])
         self.sched.load_state_dict(state["sched"])
         self.epoch, self.history = int(state["epoch"]), [dict(h) for h in state["history"]]
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        set_torch_rng_state(state)
+
+
+def torch_rng_state() -> dict[str, Any]:
+    """torch's CPU (and CUDA) RNG states under the keys a one-shot
+    checkpoint stores them (``torch_rng``, ``cuda_rng``)."""
+    state = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_torch_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 def _zero_if_none(g: Optional[torch.Tensor], p: torch.Tensor) -> torch.Tensor:

@@ -76,11 +76,15 @@ class RLConfig(MultiTrialConfig):
 
 class Controller(nn.Module):
     """An LSTM cell over the positions of an encoding; position j has a
-    softmax head and an embedding of ``bounds[j]`` tokens."""
+    softmax head and an embedding of ``bounds[j]`` tokens. ENAS's logit
+    shaping, off by default: logits / ``temperature``, then
+    ``tanh_constant * tanh(.)``."""
 
-    def __init__(self, bounds: np.ndarray, hidden: int) -> None:
+    def __init__(self, bounds: np.ndarray, hidden: int, temperature: Optional[float] = None,
+                 tanh_constant: Optional[float] = None) -> None:
         super().__init__()
         self.bounds = [int(b) for b in bounds]
+        self.temperature, self.tanh_constant = temperature, tanh_constant
         self.start = nn.Parameter(torch.zeros(1, hidden))
         self.lstm = nn.LSTMCell(hidden, hidden)
         self.heads = nn.ModuleList(nn.Linear(hidden, b) for b in self.bounds)
@@ -100,7 +104,7 @@ class Controller(nn.Module):
         for j, head in enumerate(self.heads):
             state = self.lstm(x, state)
             allowed = torch.as_tensor(mask(j, out[:, :j]), device=device)
-            logits = head(state[0]).masked_fill(~allowed, float("-inf"))
+            logits = self._shape(head(state[0])).masked_fill(~allowed, float("-inf"))
             log_probs = torch.log_softmax(logits, dim=-1)
             if tokens is None:
                 out[:, j] = draw(log_probs.exp().detach().cpu().numpy())
@@ -109,6 +113,33 @@ class Controller(nn.Module):
             entropy = entropy - (log_probs.exp() * log_probs.masked_fill(~allowed, 0.0)).sum(-1)
             x = self.embed[j](chosen)
         return out, logp, entropy
+
+    def _shape(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.temperature is not None:
+            logits = logits / self.temperature
+        if self.tanh_constant is not None:
+            logits = self.tanh_constant * torch.tanh(logits)
+        return logits
+
+
+def inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One token per row of ``probs`` (n, vocab) for uniforms ``u`` (n,)."""
+    cdf = np.cumsum(probs.astype(np.float64), axis=1)
+    cdf /= cdf[:, -1:]  # ends at exactly 1: a zero-probability (masked) token is never drawn
+    return (u[:, None] >= cdf).sum(axis=1)
+
+
+def reinforce_step(controller: Controller, optimizer: torch.optim.Optimizer, mask: Mask, rows: np.ndarray,
+                   rewards: np.ndarray, baseline: float, entropy_weight: float) -> float:
+    """One REINFORCE step with the entropy bonus on observed ``rows`` and
+    their ``rewards`` against ``baseline``; returns the mean entropy."""
+    _, logp, entropy = controller.run(mask, len(rows), tokens=rows)
+    advantage = torch.as_tensor(rewards - baseline, dtype=logp.dtype, device=logp.device)
+    loss = -(advantage * logp).mean() - entropy_weight * entropy.mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return float(entropy.detach().mean())
 
 
 def free_mask(bounds: np.ndarray) -> Mask:
@@ -187,10 +218,7 @@ class ReinforceController(MultiTrialStrategy):
 
     def _draw(self, probs: np.ndarray) -> np.ndarray:
         """One token per row by inverse CDF with the seeded ``self.rng``."""
-        u = self.rng.random(len(probs))
-        cdf = np.cumsum(probs.astype(np.float64), axis=1)
-        cdf /= cdf[:, -1:]  # ends at exactly 1: a zero-probability (masked) token is never drawn
-        return (u[:, None] >= cdf).sum(axis=1)
+        return inverse_cdf(probs, self.rng.random(len(probs)))
 
     def observe(self, trials: list[Trial]) -> None:
         super().observe(trials)
@@ -203,13 +231,9 @@ class ReinforceController(MultiTrialStrategy):
         if self.baseline is None:
             self.baseline = float(rewards.mean())
         rows = np.stack([self.space.encode(t.genotype) for t in trials])
-        _, logp, entropy = self.controller.run(self.mask, len(trials), tokens=rows)
-        advantage = torch.as_tensor(rewards - self.baseline, dtype=logp.dtype, device=logp.device)
-        loss = -(advantage * logp).mean() - self.config.entropy_weight * entropy.mean()
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        mean_entropy, before = float(entropy.detach().mean()), self.baseline
+        mean_entropy = reinforce_step(self.controller, self.optimizer, self.mask, rows, rewards, self.baseline,
+                                      self.config.entropy_weight)
+        before = self.baseline
         for t, r in zip(trials, rewards):
             self.signals[t.index] = {"reward": float(r), "baseline": before, "advantage": float(r - before),
                                      "entropy": mean_entropy}
