@@ -164,11 +164,21 @@ def _close_quietly(cluster: Any) -> None:
     cluster.close()
 
 
-def make_dask_runner(runtime: RuntimeConfig) -> Any:
+def configure_dask_workers() -> None:
+    """Settings for the Dask workers this process starts: non-daemonic, and
+    without the nanny's ``MALLOC_TRIM_THRESHOLD_=65536``, which fixes glibc's
+    mmap threshold at 128 KiB so every large tensor is mapped and unmapped
+    again (torch ran 2.5-3x slower in such workers than in this process;
+    measured on DC-NAS feature extraction)."""
     import dask
 
     os.environ["DASK_DISTRIBUTED__WORKER__DAEMON"] = "False"
-    dask.config.set({"distributed.worker.daemon": False})
+    dask.config.set({"distributed.worker.daemon": False,
+                     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
+
+
+def make_dask_runner(runtime: RuntimeConfig) -> Any:
+    configure_dask_workers()
     runner_class = _dask_runner_class()
     if runtime.dask_address:
         return runner_class(address=runtime.dask_address)

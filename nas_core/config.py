@@ -116,13 +116,20 @@ class DcnasSampleConfig(Section):
 class DcnasFeaturesConfig(Section):
     """Eq. 7 (``output``) or Eq. 6 (``params``) over ``epochs`` saved
     checkpoints (None: all of them). ``bn`` picks the BatchNorm statistics:
-    ``running`` (stored statistics, eval mode) or ``batch`` (probe batch)."""
+    ``running`` (stored statistics, eval mode) or ``batch`` (probe batch).
+    Eq. 7 only: ``batched`` evaluates the trie nodes of a depth that apply
+    the same op in one call (with ``bn: running``; ``bn: batch`` walks per
+    node); ``partitions`` splits the trie into that many tasks on the
+    stage's task runner (None: ``runtime``'s worker count; 1: in the stage's
+    process). Both give the same features bit for bit."""
 
     method: Literal["output", "params"] = "output"
     epochs: Optional[list[int]] = None
     bn: Literal["running", "batch"] = "running"
     probe_batch_size: int = Field(256, ge=1)
     memory_mb: int = Field(1024, ge=16)
+    batched: bool = True
+    partitions: Optional[int] = Field(None, ge=1)
 
 
 class DcnasClusterConfig(Section):

@@ -30,11 +30,29 @@ Under torchrun (``torchrun -m flows.distributed retrain``) each finalist
 trains data-parallel on all ranks, one after another; rank 0 logs, saves and
 registers N*.
 
+Gradient confusion of the final networks (stacnas.md §3.4.2, appendix C):
+each finalist's worker, once the network is trained, measures its zeta
+(metric ``zeta`` of the finalist's run, ``<name>_zeta`` of the stage,
+column of finalists.csv) with the procedure StacNAS applies to its search
+proxy (nas_core.strategies.stacnas_clustering.network_confusion): training
+mode (batch statistics; running statistics restored), no drop path, the
+cross-entropy of the main logits; the mean over
+``strategies.stacnas.zeta_iterations`` draws of ``zeta_batches``
+mini-batches of the max over pairs of -<g_i, g_j>, divided by the number M
+of parameters that loss reaches (an auxiliary head is in neither the
+gradients nor M). Mini-batches: ``retrain.batch_size`` images of the
+training split (``full_train``, not augmented, shuffled with
+``runtime.seed``). The settings are StacNAS's so the final network's zeta
+compares with its proxy's; the cost is iterations x batches gradients (the
+digits params: 3 x 2, about 6 training steps per finalist).
+
 Outputs: finalists.csv, chosen.json, model/ (N*), accuracy_vs_cost.png."""
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,21 +60,25 @@ import torch
 
 from nas_core.config import Params
 from nas_core.cost import time_module
+from nas_core.data.subset import load_splits
 from nas_core.dcnas.plots import accuracy_vs_cost
 from nas_core.dcnas.select import final_choice
 from nas_core.io import atomic_path, write_json
 from nas_core.spaces import SearchSpace
 from nas_core.spaces.export import export_network
-from nas_core.train.fit import FitSettings
+from nas_core.strategies.stacnas_clustering import network_confusion
+from nas_core.train.fit import FitSettings, seeded
+from nas_core.train.loop import make_loader
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
 from tasks.live import LiveRun
 from tasks.nas import GENOTYPE, build_space, chosen_space_section, load_genotype, need
-from tasks.placement import threads_per_task
+from tasks.placement import threads_per_task, worker_device
 from tasks.tracking import log_figure_file
 
-SECTIONS = ("retrain", "search")
+SECTIONS = ("retrain", "search", "strategies.stacnas")  # strategies.stacnas: the zeta draws
 _MODEL_DESCRIPTION = "DC-NAS N* (Eq. 10): state_dict + network.json (space, genotype) + cost"
-CSV_FIELDS = ("name", "kind", "cluster", "label", "val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
+CSV_FIELDS = ("name", "kind", "cluster", "label", "val_acc", "test_acc", "zeta", "flops", "params", "latency_ms",
+              "seconds")
 RANDOM_CONTROL_STREAM = 0x52414E44  # the random control's own RNG stream beside runtime.seed
 
 
@@ -88,17 +110,64 @@ def random_budget(params: Params, ctx: Any, evaluated: dict[str, Any]) -> int:
     return max(1, int(dcnas_budget(params, ctx, evaluated)))
 
 
-def job_for(params: Params, ctx: Any, space: SearchSpace, finalist: dict[str, Any], log: Any) -> TrainJob:
-    """The finalist's training job; it reports its epochs live to its run ``log``."""
+@dataclass(frozen=True)
+class FinalistJob:
+    """A finalist's training job and the draws of its gradient confusion
+    (module docstring), one picklable fan-out item."""
+
+    train: TrainJob
+    zeta_iterations: int
+    zeta_batches: int
+
+
+def job_for(params: Params, ctx: Any, space: SearchSpace, finalist: dict[str, Any], log: Any) -> FinalistJob:
+    """The finalist's job; it reports its epochs live to its run ``log``."""
     cfg = params.retrain
     settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum,
                            weight_decay=cfg.weight_decay, augment=cfg.augment, seed=params.runtime.seed,
                            num_workers=params.data.num_workers, **space.training_recipe())
-    return TrainJob(name=finalist["name"], space=space, genotype=finalist["genotype"], settings=settings,
-                    data=params.data, project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
-                    train_split="full_train", test_split="test", device=params.runtime.device,
-                    threads=threads_per_task(params.runtime), keep_state=True,
-                    live=LiveRun.for_run(log, finalist["name"], cfg.epochs, stage=ctx.name))
+    train = TrainJob(name=finalist["name"], space=space, genotype=finalist["genotype"], settings=settings,
+                     data=params.data, project_root=str(ctx.root), subset_dir=str(ctx.artifacts("subset")),
+                     train_split="full_train", test_split="test", device=params.runtime.device,
+                     threads=threads_per_task(params.runtime), keep_state=True,
+                     live=LiveRun.for_run(log, finalist["name"], cfg.epochs, stage=ctx.name))
+    zeta = params.strategies.stacnas
+    return FinalistJob(train, zeta.zeta_iterations, zeta.zeta_batches)
+
+
+def train_finalist(job: FinalistJob) -> dict[str, Any]:
+    """Train the finalist from scratch (tasks.dcnas_train.train_candidate),
+    then measure its gradient confusion ``zeta``."""
+    result = train_candidate(job.train)
+    return {**result, "zeta": final_confusion(job, result["state_dict"])}
+
+
+def final_confusion(job: FinalistJob, state_dict: dict[str, torch.Tensor]) -> float:
+    """Appendix C's normalised gradient confusion of the trained network
+    (module docstring), in the worker that trained it."""
+    train = job.train
+    device = worker_device(train.device)
+    with seeded(train.settings.seed):  # the initialisation, overwritten, must not draw from a shared RNG
+        network = train.space.build_network(train.space.genotype_from_dict(train.genotype))
+    network.load_state_dict(state_dict)
+    network.to(device)
+    _, splits = load_splits(train.data, Path(train.project_root), Path(train.subset_dir))
+    images = splits[train.train_split]
+    size = train.settings.batch_size
+    loader = make_loader(images, size, shuffle=True, seed=train.settings.seed, drop_last=len(images) >= size)
+    batches = _cycle(loader)
+    draws = [[next(batches) for _ in range(job.zeta_batches)] for _ in range(job.zeta_iterations)]
+    return network_confusion(network, lambda x: _logits(network(x)), draws, device, reached_only=True)
+
+
+def _logits(out: Any) -> torch.Tensor:
+    """The main logits of a network that may also return auxiliary ones."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _cycle(loader: Any) -> Any:
+    while True:
+        yield from loader
 
 
 def cost_row(space: SearchSpace, genotype: Any, input_shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:
@@ -116,18 +185,19 @@ def run(params: Params, ctx: Any) -> dict[str, float]:
     entries = finalists(params, ctx, space)
     runs = [ctx.log.child(f"retrain:{f['name']}", tags={"nasflow.finalist": f["name"]}) for f in entries]
     jobs = [job_for(params, ctx, space, f, log) for f, log in zip(entries, runs)]
-    results = ctx.fan_out_with_runs(train_candidate, jobs, runs, [f["name"] for f in entries], "retrain-finalists")
+    results = ctx.fan_out_with_runs(train_finalist, jobs, runs, [f["name"] for f in entries], "retrain-finalists")
     rows = []
     for entry, result, log in zip(entries, results, runs):
         genotype = space.genotype_from_dict(entry["genotype"])
         row = {"name": entry["name"], "kind": entry["kind"], "cluster": entry["cluster"],
                "label": space.label(genotype), "val_acc": result["val_acc"], "test_acc": result["test_acc"],
-               "seconds": result["seconds"], **cost_row(space, genotype, ctx.data_info.input_shape, ctx.device)}
+               "zeta": result["zeta"], "seconds": result["seconds"],
+               **cost_row(space, genotype, ctx.data_info.input_shape, ctx.device)}
         rows.append(row)
         log.log_params({"kind": entry["kind"], "label": row["label"][:500]})
         log_history(log, result)
-        log.log_metrics({k: row[k] for k in ("val_acc", "test_acc", "flops", "params", "latency_ms", "seconds")
-                         if row[k] is not None})
+        log.log_metrics({k: row[k] for k in ("val_acc", "test_acc", "zeta", "flops", "params", "latency_ms",
+                                             "seconds") if row[k] is not None})
         log.log_dict(entry["genotype"], "genotype.json")
     dcnas = [i for i, r in enumerate(rows) if r["kind"] == "dcnas"]
     best = dcnas[final_choice([rows[i]["val_acc"] for i in dcnas])]
@@ -154,7 +224,8 @@ def _save_chosen(params: Params, ctx: Any, space: SearchSpace, row: dict[str, An
     log.log_artifact(model_dir, "model")
     version = log.register_model(params.tracking.registered_model, "model", _MODEL_DESCRIPTION,
                                  {"genotype": row["label"][:500], "test_acc": f"{row['test_acc']:.4f}"})
-    return {**{k: row[k] for k in ("name", "cluster", "label", "val_acc", "test_acc")}, "genotype": result["genotype"],
+    return {**{k: row[k] for k in ("name", "cluster", "label", "val_acc", "test_acc", "zeta")},
+            "genotype": result["genotype"],
             **cost, "mlflow_run_id": log.run_id, "model_uri": f"runs:/{log.run_id}/model",
             "registered_model": params.tracking.registered_model, "registered_version": version}
 
@@ -190,10 +261,11 @@ def _write_outputs(ctx: Any, rows: list[dict[str, Any]], chosen: dict[str, Any])
 
 def _metrics(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> dict[str, float]:
     metrics = {"chosen_val_acc": chosen["val_acc"], "chosen_test_acc": chosen["test_acc"],
-               "chosen_flops": chosen["flops"], "chosen_params": chosen["params"]}
+               "chosen_zeta": chosen["zeta"], "chosen_flops": chosen["flops"], "chosen_params": chosen["params"]}
     for r in rows:
         metrics[f"{r['name']}_test_acc"] = r["test_acc"]
         metrics[f"{r['name']}_val_acc"] = r["val_acc"]
+        metrics[f"{r['name']}_zeta"] = r["zeta"]
     baseline = next((r for r in rows if r["kind"] == "baseline"), None)
     if baseline is not None:
         metrics["baseline_test_acc"] = baseline["test_acc"]

@@ -59,11 +59,46 @@ pre-training; ``batch`` puts only the BatchNorm layers in train mode, so each
 op normalises with the statistics of the current probe chunk (the result then
 depends on the chunk size; under ``inference_mode`` the stored running
 statistics are neither read nor updated).
+Batched walk (``method="batched"``, :func:`plan_batched_walk`): the nodes
+of one depth whose rows apply the same function there are evaluated in one
+``path_step`` call on their parents' states stacked along the batch axis,
+and the output is split back per node. Which rows apply the same function
+is the supernet's optional ``path_step_key(depth, row)`` (equal keys: the
+same op with the same weights; the layer-wise supernet keys by the op index,
+the cell supernets by the genotype of the cell's kind); a supernet without
+it keys each node by its own prefix, so every call holds one node. The
+stacked call does per image exactly the arithmetic of the per-node call
+(BatchNorm in eval mode, convolutions and pooling per image), so the
+features equal the per-node trie's bit for bit (checked with ``np.array_equal``
+in tests/dcnas/test_features_partition.py on the layer-wise and cell
+supernets on the CPU). With ``bn="batch"`` the stacked call would take
+BatchNorm statistics over several nodes, so the batched walk refuses it.
+PyTorch's CPU convolution chooses its backend by batch size (a
+single-threaded 1x1 convolution runs natively below 16 images and in oneDNN
+from 16 on; the two round differently), so a probe chunk of fewer than
+``MIN_BATCHED_CHUNK`` = 16 images is walked per node; from 16 on the stacked
+calls stay in the same backend as the per-node ones. On a GPU, cuDNN may
+pick another algorithm for a larger batch: expect agreement to float32
+rounding there, not bit equality (not measured: no GPU here).
+Memory (:class:`BatchLimits`): the sorted rows are walked in blocks of at
+most ``block_leaves`` distinct rows, breadth-first inside a block (the
+states of two depths of a block are alive), at most ``call_nodes`` nodes per
+call (:func:`plan_batch_limits` sizes both from ``memory_mb`` and, on a
+CPU, keeps a call under ``CPU_CALL_IMAGES`` images); a node whose subtree
+crosses a block boundary is recomputed by the next block, which does not
+add it to the sums again.
+
+Partitions (:func:`partition_rows`): contiguous ranges of the sorted rows,
+balanced by trie nodes, cut at the start of a node as shallow as the balance
+allows. A node's output depends only on its prefix, so extracting a range on
+its own gives its rows exactly the features of one extraction over all rows
+(a node shared by two ranges is computed by both, identically);
+:func:`assemble_partitions` puts the ranges back in the caller's row order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +107,14 @@ from torch import nn
 from nas_core.supernet.base import Supernet
 
 Progress = Callable[..., Iterable]
+Method = Literal["trie", "batched", "naive"]
+# PyTorch's CPU convolution picks its backend by batch size (single-threaded 1x1 convolutions use oneDNN only
+# from 16 images on), and two backends round differently: smaller chunks are walked per node.
+MIN_BATCHED_CHUNK = 16
+# Images per batched call on a CPU: measured on the digits preset (2 cores, one thread), calls of 1-2k images
+# ran fastest; 16k-image calls were slower than one call per node (their tensors leave the caches).
+CPU_CALL_IMAGES = 2048
+METHODS = ("trie", "batched", "naive")
 
 
 def cosine_to_first(outputs: torch.Tensor) -> torch.Tensor:
@@ -230,6 +273,20 @@ class _NodeSums:
                                            device=pooled.device)
         self.sums[depth][row] += pooled.double()
 
+    def add_nodes(self, depth: int, nodes: torch.Tensor, keep: torch.Tensor | None, y: torch.Tensor,
+                  count: int) -> None:
+        """:meth:`add` for the ``count`` nodes stacked in ``y`` (equal
+        slices along the batch axis): rows ``nodes`` get the sums of the
+        slices ``keep`` (None: all of them)."""
+        pooled = gap(y)
+        pooled = pooled.reshape(count, -1, pooled.shape[-1]).sum(1)
+        if keep is not None:
+            pooled = pooled[keep.to(pooled.device)]
+        if self.sums[depth] is None:
+            self.sums[depth] = torch.zeros(self.rows[depth], pooled.shape[1], dtype=torch.float64,
+                                           device=pooled.device)
+        self.sums[depth][nodes.to(pooled.device)] += pooled.double()
+
     def means(self) -> list[torch.Tensor]:
         if self.count == 0:
             raise ValueError("the probe set is empty: features need at least one probe image")
@@ -261,17 +318,20 @@ def _walk_naive(supernet: Supernet, rows: np.ndarray, begin: Any, sums: _NodeSum
 
 
 def epoch_layer_outputs(supernet: Supernet, probe: Iterable, rows: np.ndarray, device: torch.device,
-                        trie: PrefixTrie | None = None) -> list[torch.Tensor]:
+                        trie: PrefixTrie | None = None, plan: BatchedPlan | None = None) -> list[torch.Tensor]:
     """o^{l} for the current weights: per depth l a (nodes, C_l) float64
     tensor of GAP outputs averaged over the probe; nodes are trie nodes when
-    ``trie`` is given, else the (checked) ``rows`` (naive path)."""
+    ``trie`` is given (walked per node, or batched by ``plan``), else the
+    (checked) ``rows`` (naive path)."""
     depth = supernet.path_depth()
     sums = _NodeSums(trie.num_nodes if trie is not None else [rows.shape[0]] * depth)
     with torch.inference_mode():
         for batch in probe:
             x = _images(batch, device)
             begin = supernet.path_begin(x)
-            if trie is not None:
+            if plan is not None and x.shape[0] >= MIN_BATCHED_CHUNK:
+                _walk_batched(supernet, trie, plan, begin, sums)
+            elif trie is not None:
                 _walk_trie(supernet, trie, begin, 0, 0, trie.rows.shape[0], sums)
             else:
                 _walk_naive(supernet, rows, begin, sums)
@@ -279,31 +339,45 @@ def epoch_layer_outputs(supernet: Supernet, probe: Iterable, rows: np.ndarray, d
     return sums.means()
 
 
+def check_method(method: str, bn: str) -> None:
+    """A ValueError naming ``method`` unless it is known and fits ``bn``."""
+    if method not in METHODS:
+        raise ValueError(f"method = {method!r}: allowed {', '.join(map(repr, METHODS))}")
+    if method == "batched" and bn != "running":
+        raise ValueError(f"method = 'batched' needs bn = 'running', got bn = {bn!r}: a stacked call would take "
+                         "BatchNorm statistics over several nodes; use method 'trie' with bn 'batch'")
+
+
 def extract_output_features(supernets: Iterable[Supernet], rows: np.ndarray, probe: Iterable,
                             device: torch.device, bn: Literal["running", "batch"] = "running",
-                            method: Literal["trie", "naive"] = "trie",
-                            progress: Progress | None = None, num_epochs: int | None = None) -> np.ndarray:
+                            method: Method = "trie", progress: Progress | None = None,
+                            num_epochs: int | None = None, limits: BatchLimits | None = None) -> np.ndarray:
     """Eq. 7 features (u, L, η) float32 of the encoded ``rows`` (u, width).
 
     ``supernets`` yields the supernet with each chosen epoch's weights loaded
     (module docstring); each is moved to ``device`` in channels-last layout.
     ``probe`` is re-iterated once per epoch and yields image batches (or
-    (x, y) pairs); a batch is one chunk of the depth-first walk."""
-    if method not in ("trie", "naive"):
-        raise ValueError(f"method = {method!r}: allowed 'trie' or 'naive'")
+    (x, y) pairs); a batch is one chunk of the depth-first walk. ``method``:
+    ``trie`` (one ``path_step`` per node), ``batched`` (the nodes of a depth
+    that apply the same function in one call, within ``limits``; default
+    :class:`BatchLimits`; equal to ``trie`` bit for bit, module docstring)
+    or ``naive`` (no sharing; for tests and the benchmark)."""
+    check_method(method, bn)
     if progress is not None:
         supernets = progress(supernets, desc=f"features ({method}, {len(rows)} archs)", total=num_epochs)
     checked: np.ndarray | None = None
     trie: PrefixTrie | None = None
+    plan: BatchedPlan | None = None
     first: list[torch.Tensor] | None = None
     columns: list[list[torch.Tensor]] = []
     for supernet in supernets:
         if checked is None:
             checked = check_rows(supernet, rows)
-            trie = build_trie(checked, path_prefixes(supernet)) if method == "trie" else None
+            trie = build_trie(checked, path_prefixes(supernet)) if method != "naive" else None
+            plan = plan_batched_walk(supernet, trie, limits) if method == "batched" else None
         supernet.to(device, memory_format=torch.channels_last)
         set_bn_mode(supernet, bn)
-        outputs = epoch_layer_outputs(supernet, probe, checked, device, trie)
+        outputs = epoch_layer_outputs(supernet, probe, checked, device, trie, plan)
         first = outputs if first is None else first
         columns.append([cosine(f, o).cpu() for f, o in zip(first, outputs)])
     if not columns:
@@ -323,6 +397,228 @@ def _assemble(columns: list[list[torch.Tensor]], trie: PrefixTrie | None, count:
             out[trie.order, layer, :] = per_node[trie.node_ids[:, layer]]
     if not np.isfinite(out).all():
         raise FloatingPointError("feature extraction produced NaN/inf")
+    return out
+
+
+# ---------------------------------------------------------------- batched walk
+
+def step_key(supernet: Supernet, depth: int, row: np.ndarray) -> Hashable:
+    """The supernet's ``path_step_key(depth, row)`` (rows with equal keys
+    apply the same function at ``depth``), or the row's prefix at ``depth``
+    (the node itself) when the supernet has none."""
+    key = getattr(supernet, "path_step_key", None)
+    if key is None:
+        return ("prefix", row[:supernet.path_prefix(depth)].tobytes())
+    return key(depth, row)
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Memory bounds of the batched walk: ``block_leaves`` distinct rows per
+    block (the states of two depths of a block are alive at once) and
+    ``call_nodes`` nodes stacked in one ``path_step`` call."""
+
+    block_leaves: int = 1024
+    call_nodes: int = 64
+
+    def __post_init__(self) -> None:
+        if self.block_leaves < 1 or self.call_nodes < 1:
+            raise ValueError(f"BatchLimits: block_leaves and call_nodes must be >= 1, got {self}")
+
+
+def plan_batch_limits(supernet: Supernet, rows: np.ndarray, input_shape: tuple[int, ...], device: torch.device,
+                      memory_mb: int, chunk: int, internal_factor: int = 16) -> BatchLimits:
+    """Limits that keep a batched walk over probe chunks of ``chunk`` images
+    within ``memory_mb``: half for a block's states (parents and children:
+    2 x the largest layer state per node), half for one call (its stacked
+    input and internals: 1 + ``internal_factor`` x the largest layer state
+    per node, as in :func:`plan_chunk_size`). On a CPU a call also stays
+    under ``CPU_CALL_IMAGES`` images (larger calls leave the caches)."""
+    per_node = chunk * max(layer_output_bytes(supernet, rows, input_shape, device))
+    half = memory_mb * 2**20 // 2
+    call_nodes = max(1, half // ((1 + internal_factor) * per_node))
+    if torch.device(device).type == "cpu":
+        call_nodes = min(call_nodes, max(1, CPU_CALL_IMAGES // chunk))
+    return BatchLimits(block_leaves=max(1, half // (2 * per_node)), call_nodes=call_nodes)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One ``path_step`` call of a block at ``depth`` with the row ``row``:
+    inputs are the block's states ``parents`` of the previous depth (depth 0:
+    the chunk's ``path_begin`` state), outputs go to the block's slots
+    ``slots``; trie nodes ``nodes`` get the sums of the call's positions
+    ``keep`` (None: all; a node already summed by an earlier block is left
+    out)."""
+
+    row: int
+    parents: tuple[int, ...]
+    slots: tuple[int, ...]
+    nodes: torch.Tensor
+    keep: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class BatchedPlan:
+    """Per block of sorted rows, per depth: the block's node count and its
+    calls."""
+
+    widths: list[list[int]]
+    blocks: list[list[list[_Call]]]
+
+    @property
+    def calls(self) -> int:
+        """``path_step`` calls per probe chunk and epoch."""
+        return sum(len(calls) for block in self.blocks for calls in block)
+
+
+def node_starts(trie: PrefixTrie) -> np.ndarray:
+    """(u, L) bool: sorted row j is the first row of its node at depth l."""
+    starts = np.ones(trie.node_ids.shape, dtype=bool)
+    starts[1:] = trie.node_ids[1:] != trie.node_ids[:-1]
+    return starts
+
+
+def plan_batched_walk(supernet: Supernet, trie: PrefixTrie, limits: BatchLimits | None = None) -> BatchedPlan:
+    """The calls of the batched walk (module docstring): blocks of at most
+    ``limits.block_leaves`` distinct rows; in a block, per depth, the nodes
+    grouped by :func:`step_key` in order of first appearance, at most
+    ``limits.call_nodes`` per call."""
+    limits = limits or BatchLimits()
+    starts = node_starts(trie)
+    cuts = np.flatnonzero(starts[:, -1])[::limits.block_leaves].tolist() + [trie.rows.shape[0]]
+    widths, blocks = [], []
+    for lo, hi in zip(cuts, cuts[1:]):
+        block = [_plan_depth(supernet, trie, starts, lo, hi, depth, limits.call_nodes) for depth in range(trie.depth)]
+        widths.append([width for width, _ in block])
+        blocks.append([calls for _, calls in block])
+    return BatchedPlan(widths, blocks)
+
+
+def _plan_depth(supernet: Supernet, trie: PrefixTrie, starts: np.ndarray, lo: int, hi: int, depth: int,
+                call_nodes: int) -> tuple[int, list[_Call]]:
+    """The node count and calls of sorted rows [lo, hi) at ``depth``."""
+    ids = trie.node_ids[lo:hi, depth]
+    first = lo + np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    nodes = trie.node_ids[first, depth]
+    parents = (np.zeros(len(first), dtype=np.int64) if depth == 0
+               else trie.node_ids[first, depth - 1] - trie.node_ids[lo, depth - 1])
+    owned = starts[first, depth]
+    groups: dict[Hashable, list[int]] = {}
+    for slot, row in enumerate(first.tolist()):
+        groups.setdefault(step_key(supernet, depth, trie.rows[row]), []).append(slot)
+    calls = []
+    for members in groups.values():
+        for start in range(0, len(members), call_nodes):
+            slots = np.array(members[start:start + call_nodes])
+            keep = np.flatnonzero(owned[slots])
+            calls.append(_Call(int(first[slots[0]]), tuple(parents[slots].tolist()), tuple(slots.tolist()),
+                               torch.from_numpy(nodes[slots[keep]]),
+                               None if len(keep) == len(slots) else torch.from_numpy(keep)))
+    return len(first), calls
+
+
+def stack_states(states: Sequence[Any]) -> Any:
+    """States (tensors, or tuples/lists/dicts of them) concatenated along
+    the batch axis; other values must be equal and are kept once."""
+    head = states[0]
+    if len(states) == 1:
+        return head
+    if isinstance(head, torch.Tensor):
+        return torch.cat(list(states))
+    if isinstance(head, (tuple, list)):
+        return type(head)(stack_states(parts) for parts in zip(*states))
+    if isinstance(head, Mapping):
+        return {k: stack_states([s[k] for s in states]) for k in head}
+    return head
+
+
+def split_state(state: Any, count: int) -> list[Any]:
+    """The inverse of :func:`stack_states`: ``count`` equal batch slices."""
+    if count == 1:
+        return [state]
+    if isinstance(state, torch.Tensor):
+        if state.shape[0] % count:
+            raise ValueError(f"cannot split a batch of {state.shape[0]} into {count} equal node slices")
+        return list(state.split(state.shape[0] // count))
+    if isinstance(state, (tuple, list)):
+        return [type(state)(parts) for parts in zip(*(split_state(v, count) for v in state))]
+    if isinstance(state, Mapping):
+        split = {k: split_state(v, count) for k, v in state.items()}
+        return [{k: v[i] for k, v in split.items()} for i in range(count)]
+    return [state] * count
+
+
+def _walk_batched(supernet: Supernet, trie: PrefixTrie, plan: BatchedPlan, begin: Any, sums: _NodeSums) -> None:
+    """Each block breadth-first, one ``path_step`` per planned call."""
+    for widths, block in zip(plan.widths, plan.blocks):
+        previous: list[Any] = [begin]
+        for depth, calls in enumerate(block):
+            last = depth + 1 == trie.depth
+            current: list[Any] = [] if last else [None] * widths[depth]
+            for call in calls:
+                count = len(call.parents)
+                state, y = supernet.path_step(depth, stack_states([previous[p] for p in call.parents]),
+                                              trie.rows[call.row])
+                if len(call.nodes):
+                    sums.add_nodes(depth, call.nodes, call.keep, y, count)
+                if not last:
+                    for slot, part in zip(call.slots, split_state(state, count)):
+                        current[slot] = part
+            previous = current
+
+
+# ---------------------------------------------------------------- partitions
+
+def partition_rows(trie: PrefixTrie, parts: int, slack: float = 0.1) -> list[tuple[int, int]]:
+    """At most ``parts`` contiguous ranges [lo, hi) of the trie's sorted
+    rows with about equal numbers of trie nodes (the work of a walk). Each
+    cut is placed at the start of a node of the shallowest depth that has
+    one within ``slack`` x (nodes per part) of the balanced position, so a
+    part holds whole subtrees (first-level nodes when their sizes allow);
+    a cut at depth l makes the next part recompute l shared ancestors."""
+    if parts < 1:
+        raise ValueError(f"partitions = {parts}: need at least 1")
+    u = trie.rows.shape[0]
+    starts = node_starts(trie)
+    before = np.r_[0, np.cumsum(starts.sum(1))]  # nodes starting before sorted row j
+    total = int(before[-1])
+    cuts = [0]
+    for k in range(1, min(parts, u)):
+        target = total * k / parts
+        cut = _snapped_cut(starts, before, target, slack * total / parts)
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    cuts.append(u)
+    return [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
+
+
+def _snapped_cut(starts: np.ndarray, before: np.ndarray, target: float, tolerance: float) -> int:
+    """The node start nearest to ``target`` nodes, at the shallowest depth
+    with one within ``tolerance`` (the last depth: nearest distinct row)."""
+    for depth in range(starts.shape[1]):
+        candidates = np.flatnonzero(starts[:, depth])
+        best = int(candidates[np.argmin(np.abs(before[candidates] - target))])
+        if abs(before[best] - target) <= tolerance or depth == starts.shape[1] - 1:
+            return best
+    raise AssertionError("unreachable")
+
+
+def assemble_partitions(trie: PrefixTrie, ranges: Sequence[tuple[int, int]], parts: Sequence[np.ndarray]
+                        ) -> np.ndarray:
+    """Features (u, L, η) in the caller's row order from the features of
+    each range of sorted rows (``parts[i]`` for ``trie.rows[lo:hi]``)."""
+    if len(ranges) != len(parts) or not parts:
+        raise ValueError(f"{len(parts)} partition results for {len(ranges)} ranges")
+    covered = [lo for lo, _ in ranges] + [ranges[-1][1]]
+    if covered[0] != 0 or covered[-1] != trie.rows.shape[0] or any(b != a for (_, b), (a, _) in
+                                                                     zip(ranges, ranges[1:])):
+        raise ValueError(f"partition ranges {list(ranges)} do not cover rows 0..{trie.rows.shape[0]} in order")
+    out = np.empty((trie.rows.shape[0], *parts[0].shape[1:]), dtype=parts[0].dtype)
+    for (lo, hi), features in zip(ranges, parts):
+        if features.shape[0] != hi - lo:
+            raise ValueError(f"partition [{lo}, {hi}) returned {features.shape[0]} rows")
+        out[trie.order[lo:hi]] = features
     return out
 
 

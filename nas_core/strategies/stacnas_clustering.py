@@ -249,11 +249,15 @@ def mean_confusion(loss_fn: Callable[[object], torch.Tensor], params: Sequence[t
 
 
 def network_confusion(network: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
-                      draws: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]], device: torch.device) -> float:
+                      draws: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]], device: torch.device,
+                      reached_only: bool = False) -> float:
     """:func:`mean_confusion` of ``network``'s parameters for the
     cross-entropy of ``forward(x)`` on draws of (x, y) mini-batches, in
     training mode (batch statistics); its BatchNorm running statistics and
-    mode are restored afterwards."""
+    mode are restored afterwards. With ``reached_only`` the gradients and
+    the count M cover only the parameters the loss reaches (found on the
+    first mini-batch), e.g. not a final network's auxiliary head when
+    ``forward`` keeps only the main logits."""
     buffers = {n: b.clone() for n, b in network.named_buffers()}
     was_training = network.training
     network.train()
@@ -263,7 +267,11 @@ def network_confusion(network: nn.Module, forward: Callable[[torch.Tensor], torc
         return nn.functional.cross_entropy(forward(x), y)
 
     try:
-        return mean_confusion(loss, [p for p in network.parameters() if p.requires_grad], draws)
+        params = [p for p in network.parameters() if p.requires_grad]
+        if reached_only:
+            grads = torch.autograd.grad(loss(draws[0][0]), params, allow_unused=True)
+            params = [p for p, g in zip(params, grads) if g is not None]
+        return mean_confusion(loss, params, draws)
     finally:
         network.train(was_training)
         with torch.no_grad():

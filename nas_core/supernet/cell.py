@@ -211,6 +211,12 @@ class SearchNetwork(nn.Module):
         out = cell(s0, s1, self.path_mix(row, "reduce" if cell.reduction else "normal", s1.device))
         return (s1, out), out
 
+    def path_step_key(self, depth: int, row: np.ndarray) -> bytes:
+        """Rows with the same half of cell ``depth``'s kind run the same cell
+        there (the batched walk of nas_core.dcnas.features)."""
+        part = KINDS.index("reduce" if self.cells[depth].reduction else "normal")
+        return np.asarray(row, dtype=np.int64)[part * HALF_WIDTH:(part + 1) * HALF_WIDTH].tobytes()
+
     def path_logits(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.classifier(F.adaptive_avg_pool2d(state[1], 1).flatten(1))
 

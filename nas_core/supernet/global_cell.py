@@ -147,6 +147,11 @@ class GlobalSearchNetwork(nn.Module):
         out = self.cells[depth](s0, s1, self.path_mix(row, depth, s1.device))
         return (s1, out), out
 
+    def path_step_key(self, depth: int, row: np.ndarray) -> bytes:
+        """Rows with the same genotype for cell ``depth`` run the same cell
+        there (the batched walk of nas_core.dcnas.features)."""
+        return self._half(row, depth).tobytes()
+
     def path_logits(self, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.classifier(F.adaptive_avg_pool2d(state[1], 1).flatten(1))
 

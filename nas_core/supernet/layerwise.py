@@ -118,6 +118,11 @@ class LayerwiseSupernet(nn.Module):
         y = self.layers[depth].ops[int(row[depth])](state)
         return y, y
 
+    def path_step_key(self, depth: int, row: np.ndarray) -> int:
+        """Rows with the same op at ``depth`` run the same block there (the
+        batched walk of nas_core.dcnas.features)."""
+        return int(row[depth])
+
     def path_logits(self, state: torch.Tensor) -> torch.Tensor:
         return self.head(state)
 
