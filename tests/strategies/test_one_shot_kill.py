@@ -1,17 +1,18 @@
-"""StacNAS and DNAS-CAM survive a SIGKILL: a search process killed after
+"""StacNAS, DNAS-CAM and ENAS survive a SIGKILL: a search process killed after
 its first per-epoch checkpoint and started again ends with a final
 checkpoint equal, bit for bit, to an uninterrupted run's (every tensor:
 weights, architecture parameters, optimiser states, RNG states; StacNAS's
-groups, activated groups and correlation; the history without its
+groups, activated groups and correlation; ENAS's controller, its
+optimiser and baseline; the history without its
 wall-clock readings).
 
 This file is also the search process:
 
-    python test_one_shot_kill.py OUT_DIR {stacnas,dnas_cam} [--sleep SECONDS]
+    python test_one_shot_kill.py OUT_DIR {stacnas,dnas_cam,enas} [--sleep SECONDS]
 
 StacNAS runs its three phases (cluster, stage 1, stage 2) one epoch each,
 so a kill after epoch 1 resumes across the clustering and the group
-activation; DNAS-CAM runs three epochs.
+activation; DNAS-CAM and ENAS run three epochs.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ CONFIGS = {
                  "stage2_cells": 2, "cluster_images": 16, "zeta_iterations": 1, "zeta_batches": 2}),
     "dnas_cam": ("global_cell", {"cells": 3, "final_channels": 4},
                  {"init_channels": 4, "epochs": EPOCHS, "batch_size": 16, "pc_k": 4}),
+    "enas": ("cell", {"final_cells": 2, "final_channels": 4},
+             {"init_channels": 4, "cells": 2, "epochs": EPOCHS, "batch_size": 16, "hidden": 8,
+              "controller_steps": 2, "controller_batch": 2, "derive_samples": 4, "table_samples": 20}),
 }
 REPO = Path(__file__).resolve().parents[2]
 
