@@ -53,7 +53,8 @@ def test_a_gradient_step_in_embedding_space_raises_the_predicted_accuracy(traine
 
 @pytest.mark.slow  # two 32-trial searches with ten model fits each
 def test_nao_proposes_new_valid_genotypes_that_beat_random_and_replays_its_learning_signal():
-    strategy = build("nao", "cell", trials=32, batch=4, seed_trials=16)
+    settings = {"trials": 32, "batch": 4, "seed_trials": 16, "train_epochs": 100}  # params.yaml's training
+    strategy = build("nao", "cell", **settings)
     rng = np.random.default_rng(3)
     target = strategy.space.encode(strategy.space.random(rng))
     trials = strategy.search(target_evaluator(strategy.space, target))
@@ -67,7 +68,7 @@ def test_nao_proposes_new_valid_genotypes_that_beat_random_and_replays_its_learn
     assert sum("eta" in row for row in history[16:]) >= 8  # most came from the gradient step
     random_mean = np.mean([t.score for t in scored(space, [space.random(rng) for _ in range(400)], target)])
     assert np.mean([t.score for t in trials[16:]]) > random_mean + 0.03
-    replayed = build("nao", "cell", trials=32, batch=4, seed_trials=16)
+    replayed = build("nao", "cell", **settings)
     assert replayed.search(lambda requests: pytest.fail("a replayed trial was evaluated again"), trials) == trials
     assert signals(replayed.result().history) == signals(history)
 
