@@ -21,9 +21,7 @@ this process without a task.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,6 @@ import numpy as np
 import torch
 
 from nas_core.config import DataConfig, Params
-from nas_core.data.subset import load_splits
 from nas_core.dcnas.features import (BatchLimits, PrefixTrie, assemble_partitions, extract_output_features,
                                      extract_param_features, partition_rows, plan_batch_limits, plan_chunk_size,
                                      supernet_trie, threads_for_chunk)
@@ -44,6 +41,7 @@ from nas_core.train.checkpoint import load_checkpoint
 from nas_core.train.loop import make_loader
 from tasks.nas import final_checkpoint, need, pick_epochs, pretrain_checkpoints, restored, same_supernet, supernets
 from tasks.placement import threads_per_task, worker_count, worker_device
+from tasks.worker_cache import per_thread, subset_splits
 
 SECTIONS = ("dcnas_features", "search")
 
@@ -98,37 +96,25 @@ class FeatureJob:
     threads: int = 1
 
 
-_local = threading.local()
-
-
 def _restored_strategy(spec: CheckpointSet, device: torch.device) -> OneShotStrategy:
     """The strategy restored from ``spec.final``, built once per worker
     thread while that file stays the same (loading the chosen epochs
     changes only the supernet's weights, which every job reloads)."""
-    cache = getattr(_local, "strategies", None)
-    if cache is None:
-        cache = _local.strategies = {}
     key = (spec.strategy, json.dumps(spec.config, sort_keys=True, default=str), spec.seed, spec.final,
            Path(spec.final).stat().st_mtime_ns, repr(spec.space.fingerprint()), str(device))
-    if key not in cache:
-        cache.clear()
-        strategy = create_strategy(spec.strategy, spec.space, spec.config, device, spec.seed)
-        strategy.setup(None)
-        strategy.load_state_dict(load_checkpoint(spec.final))
-        cache[key] = strategy
-    return cache[key]
+    return per_thread("feature_strategy", key, lambda: _restore(spec, device))
+
+
+def _restore(spec: CheckpointSet, device: torch.device) -> OneShotStrategy:
+    strategy = create_strategy(spec.strategy, spec.space, spec.config, device, spec.seed)
+    strategy.setup(None)
+    strategy.load_state_dict(load_checkpoint(spec.final))
+    return strategy
 
 
 def _probe_split(probe: ProbeSet) -> Any:
-    manifest = Path(probe.subset_dir) / "manifest.json"
-    return _load_probe(probe.data, probe.project_root, probe.subset_dir, manifest.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=2)
-def _load_probe(data: DataConfig, project_root: str, subset_dir: str, version: int) -> Any:
-    """The probe split, loaded once per process while the subset stage's
-    manifest stays the same file."""
-    return load_splits(data, Path(project_root), Path(subset_dir))[1]["probe"]
+    """The probe split (tasks.worker_cache: once per worker process)."""
+    return subset_splits(probe.data, probe.project_root, probe.subset_dir)[1]["probe"]
 
 
 def extract_partition(job: FeatureJob) -> dict[str, Any]:

@@ -52,7 +52,6 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,19 +59,19 @@ import torch
 
 from nas_core.config import Params
 from nas_core.cost import time_module
-from nas_core.data.subset import load_splits
 from nas_core.dcnas.plots import accuracy_vs_cost
 from nas_core.dcnas.select import final_choice
 from nas_core.io import atomic_path, write_json
 from nas_core.spaces import SearchSpace
 from nas_core.spaces.export import export_network
-from nas_core.strategies.stacnas_clustering import network_confusion
+from nas_core.strategies.stacnas_clustering import confusion_draws, network_confusion
 from nas_core.train.fit import FitSettings, seeded
 from nas_core.train.loop import make_loader
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
 from tasks.live import LiveRun
 from tasks.nas import GENOTYPE, build_space, chosen_space_section, load_genotype, need
 from tasks.placement import threads_per_task, worker_device
+from tasks.worker_cache import subset_splits
 from tasks.tracking import log_figure_file
 
 SECTIONS = ("retrain", "search", "strategies.stacnas")  # strategies.stacnas: the zeta draws
@@ -151,23 +150,17 @@ def final_confusion(job: FinalistJob, state_dict: dict[str, torch.Tensor]) -> fl
         network = train.space.build_network(train.space.genotype_from_dict(train.genotype))
     network.load_state_dict(state_dict)
     network.to(device)
-    _, splits = load_splits(train.data, Path(train.project_root), Path(train.subset_dir))
+    _, splits = subset_splits(train.data, train.project_root, train.subset_dir)
     images = splits[train.train_split]
     size = train.settings.batch_size
     loader = make_loader(images, size, shuffle=True, seed=train.settings.seed, drop_last=len(images) >= size)
-    batches = _cycle(loader)
-    draws = [[next(batches) for _ in range(job.zeta_batches)] for _ in range(job.zeta_iterations)]
+    draws = confusion_draws(loader, job.zeta_iterations, job.zeta_batches)
     return network_confusion(network, lambda x: _logits(network(x)), draws, device, reached_only=True)
 
 
 def _logits(out: Any) -> torch.Tensor:
     """The main logits of a network that may also return auxiliary ones."""
     return out[0] if isinstance(out, tuple) else out
-
-
-def _cycle(loader: Any) -> Any:
-    while True:
-        yield from loader
 
 
 def cost_row(space: SearchSpace, genotype: Any, input_shape: tuple[int, ...], device: torch.device) -> dict[str, Any]:

@@ -17,8 +17,6 @@ persists between runs).
 """
 from __future__ import annotations
 
-import functools
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +25,6 @@ import torch
 
 from nas_core.config import DataConfig, Params
 from nas_core.data import DataError
-from nas_core.data.subset import load_splits
 from nas_core.evaluators import EVALUATORS, EvalData, create_evaluator
 from nas_core.io import atomic_path
 from nas_core.spaces import SearchSpace
@@ -37,6 +34,7 @@ from nas_core.strategies.trial_table import read_trials, trial_frame, write_tria
 from tasks.live import LiveRun, epoch_callback
 from tasks.nas import build_strategy, build_trainer, final_checkpoint, fingerprint
 from tasks.placement import threads_per_task, worker_device
+from tasks.worker_cache import per_thread, subset_splits
 
 TRIALS = "trials.jsonl"
 TRIALS_CSV = "trials.csv"
@@ -58,33 +56,17 @@ class TrialJob:
 
 
 def _eval_data(data: DataConfig, project_root: str, subset_dir: str) -> EvalData:
-    """The subset's splits, loaded once per worker process while the
-    subset stage's manifest stays the same file."""
-    manifest = Path(subset_dir) / "manifest.json"
-    return _load_eval_data(data, project_root, subset_dir, manifest.stat().st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4)
-def _load_eval_data(data: DataConfig, project_root: str, subset_dir: str, version: int) -> EvalData:
-    source, splits = load_splits(data, Path(project_root), Path(subset_dir))
+    """The subset's splits (tasks.worker_cache: once per worker process)."""
+    source, splits = subset_splits(data, project_root, subset_dir)
     return EvalData(splits["subset"], splits["val"], source.name)
-
-
-_local = threading.local()
 
 
 def _supernet(spec: SupernetSpec, space: SearchSpace, device: torch.device) -> Any:
     """The trained supernet, loaded once per worker thread (the evaluator
     recalibrates BatchNorm in place, so threads must not share one)."""
-    cache = getattr(_local, "supernets", None)
-    if cache is None:
-        cache = _local.supernets = {}
     key = (spec.strategy, spec.checkpoint, Path(spec.checkpoint).stat().st_mtime_ns, repr(space.fingerprint()),
            str(device))
-    if key not in cache:
-        cache.clear()
-        cache[key] = spec.load(space, device)
-    return cache[key]
+    return per_thread("supernet", key, lambda: spec.load(space, device))
 
 
 def run_trial(job: TrialJob) -> dict[str, Any]:

@@ -70,8 +70,8 @@ from torch.nn import functional as F
 
 from nas_core.spaces.cell import KINDS, NUM_EDGES, ZERO, CellGenotype, derive_genotype
 from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult, StrategyError
-from nas_core.strategies.darts import DartsFamilyConfig, DartsStrategy, _forever
-from nas_core.strategies.stacnas_clustering import (OpGroup, candidate_ops, cluster_ops, group_labels,
+from nas_core.strategies.darts import DartsFamilyConfig, DartsStrategy
+from nas_core.strategies.stacnas_clustering import (OpGroup, candidate_ops, cluster_ops, confusion_draws, group_labels,
                                                     network_confusion, operator_correlation, plot_correlation,
                                                     published_groups)
 from nas_core.supernet.cell import MixWeights, SearchNetwork, full_edge_ops
@@ -257,9 +257,7 @@ class StacNasStrategy(DartsStrategy):
         return float(loss.detach()), int((logits.argmax(1) == y).sum())
 
     def _draws(self, loader) -> list[list[Any]]:
-        batches = _forever(loader)
-        c = self.config
-        return [[next(batches) for _ in range(c.zeta_batches)] for _ in range(c.zeta_iterations)]
+        return confusion_draws(loader, self.config.zeta_iterations, self.config.zeta_batches)
 
     def confusion(self, loader) -> float:
         """Appendix C's normalised gradient confusion of the current

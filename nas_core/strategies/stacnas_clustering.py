@@ -41,15 +41,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from torch import nn
+from torch.utils.data import DataLoader
 
 from nas_core.spaces.cell.genotype import SKIP, ZERO
+from nas_core.strategies.darts import _forever
 
 EXCLUDED = (ZERO, SKIP)
 
@@ -246,6 +248,13 @@ def mean_confusion(loss_fn: Callable[[object], torch.Tensor], params: Sequence[t
     if not values:
         raise ValueError("gradient confusion: no mini-batch draws")
     return float(np.mean(values)) / count
+
+
+def confusion_draws(loader: DataLoader, iterations: int, batches: int) -> list[list[Any]]:
+    """``iterations`` draws of ``batches`` consecutive mini-batches of
+    ``loader``, starting over (reshuffled) when it runs out."""
+    stream = _forever(loader)
+    return [[next(stream) for _ in range(batches)] for _ in range(iterations)]
 
 
 def network_confusion(network: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor],
