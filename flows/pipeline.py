@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from nas_core.io import atomic_path
 from flows.dag import stage_order
 from flows.tools import tools_env
 from tasks.context import ARTIFACTS
+from tasks.live import duration
 from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dataset_inputs, dataset_name, dvc_lock_entry_hash,
                             git_commit, tracking_uri, ui_link)
 
@@ -108,11 +110,15 @@ def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
     env = {PARENT_ENV: parent.run_id, FLOW_RUN_ENV: flow_run_id, "NASFLOW_PROGRESS_INTERVAL": "10",
            "PREFECT_API_URL": prefect_api_url()}
     status: dict[str, str] = {}
+    seconds: dict[str, float] = {}
     try:
         for stage in order:
+            start = time.perf_counter()
             status[stage] = run_dvc_stage(stage, str(project), env)
+            seconds[stage] = time.perf_counter() - start
             parent.set_tags({f"stage.{stage}": status[stage],
                              f"dvc.lock.{stage}": dvc_lock_entry_hash(project, stage)})
+            parent.log_metrics({f"stage_seconds.{stage}": seconds[stage]})
             if not parent.inputs:  # the dataset, once the subset stage has (re)written its manifest
                 manifest = project / ARTIFACTS / "subset" / "manifest.json"
                 parent.log_inputs(dataset_inputs(params.data, project, manifest))
@@ -120,12 +126,15 @@ def nas_pipeline(root: str = ".", params_file: str = "params.yaml",
         parent.end("FAILED")
         raise
     parent.end("FINISHED")
-    return {"parent_run_id": parent.run_id, "experiment_id": parent.experiment_id, "stages": status}
+    return {"parent_run_id": parent.run_id, "experiment_id": parent.experiment_id, "stages": status,
+            "seconds": seconds}
 
 
 def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
     """What `make run` prints at the end: stage status, the result, where to look."""
-    lines = [f"stages: " + ", ".join(f"{s} ({st})" for s, st in result["stages"].items())]
+    seconds = result.get("seconds", {})
+    lines = ["stages: " + ", ".join(f"{s} ({st}, {duration(seconds[s])})" if s in seconds else f"{s} ({st})"
+                                    for s, st in result["stages"].items())]
     retrain = project / "metrics" / "retrain.json"
     chosen = project / "artifacts" / "retrain" / "chosen.json"
     if retrain.is_file() and chosen.is_file():

@@ -16,14 +16,17 @@ rebuilds the strategy from the pretrain checkpoints as this stage does
 itself (cached per process), and returns its rows' features; they are put
 back in architecture order, identical bit for bit to one extraction in
 this process (nas_core.dcnas.features, "Partitions"). One partition runs in
-this process without a task.
+this process without a task. Each task reports after every checkpoint epoch
+(tasks.live): a line ``[dcnas_features] features-partNNN: epoch e/E
+archs_per_s .. (s/epoch, ETA)`` in the stage log and ``partNNN_archs_per_s``
+at step e on the stage's MLflow run.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,6 +42,7 @@ from nas_core.spaces import SearchSpace
 from nas_core.strategies import OneShotStrategy, create_strategy
 from nas_core.train.checkpoint import load_checkpoint
 from nas_core.train.loop import make_loader
+from tasks.live import LiveRun
 from tasks.nas import final_checkpoint, need, pick_epochs, pretrain_checkpoints, restored, same_supernet, supernets
 from tasks.placement import threads_per_task, worker_count, worker_device
 from tasks.worker_cache import per_thread, subset_splits
@@ -94,6 +98,7 @@ class FeatureJob:
     limits: BatchLimits
     device: str = "cpu"  # runtime.device; resolved in the worker (tasks.placement.worker_device)
     threads: int = 1
+    live: LiveRun | None = None  # where the task reports each epoch (None: silent)
 
 
 def _restored_strategy(spec: CheckpointSet, device: torch.device) -> OneShotStrategy:
@@ -123,10 +128,22 @@ def extract_partition(job: FeatureJob) -> dict[str, Any]:
     torch.set_num_threads(job.threads)
     device = worker_device(job.device)
     strategy = _restored_strategy(job.checkpoints, device)
-    epochs = (strategy.load_supernet(load_checkpoint(path)) for path in job.checkpoints.paths)
+    epochs = reported((strategy.load_supernet(load_checkpoint(p)) for p in job.checkpoints.paths), job)
     probe = make_loader(_probe_split(job.probe), job.probe.chunk, shuffle=False)
     features = extract_output_features(epochs, job.rows, probe, device, job.bn, job.method, limits=job.limits)
     return {"features": features, "seconds": time.perf_counter() - start, "cpu_seconds": time.thread_time() - cpu_start}
+
+
+def reported(epochs: Iterator[Any], job: FeatureJob) -> Iterator[Any]:
+    """``epochs`` (one supernet per checkpoint), reporting each epoch once
+    the walk asks for the next one (its features are then done)."""
+    if job.live is None:
+        yield from epochs
+        return
+    reporter, start = job.live.reporter(), time.perf_counter()
+    for epoch, supernet in enumerate(epochs, start=1):
+        yield supernet
+        reporter(epoch, {"archs_per_s": len(job.rows) * epoch / max(time.perf_counter() - start, 1e-9)})
 
 
 def checkpoint_set(params: Params, ctx: Any, strategy: OneShotStrategy, checkpoints: list[tuple[int, Path]]
@@ -140,9 +157,11 @@ def fan_out_features(params: Params, ctx: Any, trie: PrefixTrie, ranges: list[tu
                      template: FeatureJob) -> tuple[np.ndarray, list[float]]:
     """The features of every partition through ``ctx.fan_out``, in
     architecture order, and each task's seconds."""
-    jobs = [FeatureJob(trie.rows[lo:hi], template.checkpoints, template.probe, template.bn, template.method,
-                       template.limits, template.device, template.threads) for lo, hi in ranges]
-    names = [f"features-part{i:03d}" for i in range(len(jobs))]
+    names = [f"features-part{i:03d}" for i in range(len(ranges))]
+    epochs = len(template.checkpoints.paths)
+    jobs = [replace(template, rows=trie.rows[lo:hi],
+                    live=LiveRun.for_run(ctx.log, name, epochs, f"part{i:03d}_", ctx.name))
+            for i, ((lo, hi), name) in enumerate(zip(ranges, names))]
     results = ctx.fan_out(extract_partition, jobs, params.runtime, names=names, flow_name="dcnas-features")
     return assemble_partitions(trie, ranges, [r["features"] for r in results]), [r["seconds"] for r in results]
 

@@ -2,11 +2,13 @@
 git repositories, CPU only."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -70,3 +72,19 @@ def digits_data() -> Path:
     from nas_core.data import materialize_digits
 
     return materialize_digits(REPO / "data")
+
+
+@contextlib.contextmanager
+def fd2_to(path: Path) -> Iterator[None]:
+    """Point file descriptor 2 at ``path``: worker processes started inside
+    inherit it, as they inherit the stage process's stderr (the stage log).
+    (pytest's capfd is not used with Prefect: its console handler keeps the
+    captured stream after the test closes it.)"""
+    saved = os.dup(2)
+    with open(path, "w") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -65,7 +65,8 @@ of one depth whose rows apply the same function there are evaluated in one
 and the output is split back per node. Which rows apply the same function
 is the supernet's optional ``path_step_key(depth, row)`` (equal keys: the
 same op with the same weights; the layer-wise supernet keys by the op index,
-the cell supernets by the genotype of the cell's kind); a supernet without
+the cell supernets by the genotype of the cell's kind, the DSO supernet by
+the block's used connections, one key for a reduction block); a supernet without
 it keys each node by its own prefix, so every call holds one node. The
 stacked call does per image exactly the arithmetic of the per-node call
 (BatchNorm in eval mode, convolutions and pooling per image), so the

@@ -139,6 +139,15 @@ class DSOSupernet(nn.Module):
         y = self._run(depth, state, self.used_masks(self.row_kept(row)))
         return y, y
 
+    def path_step_key(self, depth: int, row: np.ndarray) -> bytes:
+        """Rows that run the same connections of block ``depth`` (after
+        pruning, counting only connections that reach the output) apply the
+        same function there; every row runs the same reduction block (the
+        batched walk of nas_core.dcnas.features)."""
+        if self.kinds[depth] == "reduction":
+            return b"reduction"
+        return self.used_masks(self.row_kept(row))[self.block_index[depth]].tobytes()
+
     def path_parameter_names(self, depth: int, row: np.ndarray) -> tuple[str, ...]:
         cell, prefix = self.cells[depth], f"cells.{depth}."
         if self.kinds[depth] == "reduction":

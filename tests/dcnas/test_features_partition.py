@@ -5,6 +5,8 @@ stage's own job function), and the batched walk gives exactly the per-node
 trie's features on the layer-wise and cell supernets."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,8 @@ import torch
 from nas_core.dcnas.features import (MIN_BATCHED_CHUNK, BatchLimits, assemble_partitions, build_trie,
                                      extract_output_features, loaded_epochs, node_starts, partition_rows,
                                      path_prefixes, plan_batched_walk, supernet_trie)
+from tasks.live import LiveRun
+from tests.conftest import fd2_to
 from tests.dcnas.conftest import keyed_states
 from tests.dcnas.test_features_supernets import digits_probe
 
@@ -83,6 +87,31 @@ def test_batched_walk_equals_per_node_trie_on_the_cell_supernets(space_name):
     assert plan_batched_walk(net, trie).calls < trie.total_nodes  # a later cell of 3 first cells in one call
 
 
+@pytest.mark.parametrize("scope", ["share", "full"])
+def test_batched_walk_equals_per_node_trie_on_the_dso_supernet(scope):
+    """Every row runs the same reduction block, and rows whose pruned
+    connections differ only outside a block share that block's call."""
+    from nas_core.spaces import make_space
+    from nas_core.supernet.dso import DSOSupernet
+
+    space = make_space("dso", {"levels": 2, "stages": 2, "blocks_per_stage": 1, "init_channels": 4,
+                               "scope": scope}, (1, 8, 8), 10)
+    torch.manual_seed(0)
+    net = DSOSupernet(space)
+    states = keyed_states(net, 2)
+    sampled = np.random.default_rng(0).integers(0, 2, size=(4, space.encoding_length))
+    if scope == "full":  # block 2 from one of 2 rows, block 1 from another: prefixes and keys repeat
+        half = space.encoding_length // 2
+        sampled = np.array([np.r_[a[:half], b[half:]] for a in sampled[:2] for b in sampled[2:]])
+    rows = np.unique(np.r_[sampled, np.ones((1, space.encoding_length), dtype=sampled.dtype)], axis=0)
+    probe = digits_probe(24, MIN_BATCHED_CHUNK)
+    per_node = extract_output_features(loaded_epochs(net, states), rows, probe, CPU)
+    batched = extract_output_features(loaded_epochs(net, states), rows, probe, CPU, method="batched")
+    assert np.array_equal(batched, per_node)
+    trie = supernet_trie(net, rows)
+    assert plan_batched_walk(net, trie).calls < trie.total_nodes  # the reduction block: one call per depth
+
+
 def test_batched_walk_refuses_probe_batch_statistics(layerwise):
     net, states, rows, _ = layerwise
     with pytest.raises(ValueError, match="method = 'batched' needs bn = 'running'"):
@@ -150,7 +179,9 @@ def stage_jobs(tmp_path_factory):
     ranges = partition_rows(trie, 2)
     spec = CheckpointSet("fbnet", config, space, 0, paths[-1], tuple(paths))
     probe = ProbeSet(params.data, str(root), str(root / "artifacts" / "subset"), PROBE[1])
-    jobs = [FeatureJob(trie.rows[lo:hi], spec, probe, "running", "batched", BatchLimits()) for lo, hi in ranges]
+    jobs = [FeatureJob(trie.rows[lo:hi], spec, probe, "running", "batched", BatchLimits(),
+                       live=LiveRun(None, None, f"features-part{i:03d}", len(paths), stage="dcnas_features"))
+            for i, (lo, hi) in enumerate(ranges)]
     return trie, ranges, jobs, single
 
 
@@ -171,10 +202,25 @@ def test_stage_partitions_on_the_thread_pool_equal_one_process(stage_jobs, prefe
     assert np.array_equal(features, stage_jobs[3])
 
 
+def progress_lines(err: str, part: str) -> list[int]:
+    return [int(m) for m in re.findall(rf"\[dcnas_features\] {part}: epoch (\d)/3 archs_per_s \d", err)]
+
+
+def test_a_partition_reports_each_checkpoint_epoch(stage_jobs, capsys):
+    from tasks.dcnas_features import extract_partition
+
+    extract_partition(stage_jobs[2][0])
+    assert progress_lines(capsys.readouterr().err, "features-part000") == [1, 2, 3]
+
+
 @pytest.mark.slow
-def test_stage_partitions_on_a_dask_local_cluster_equal_one_process(stage_jobs, prefect_server, monkeypatch):
+def test_stage_partitions_on_a_dask_local_cluster_equal_one_process(stage_jobs, prefect_server, monkeypatch,
+                                                                     tmp_path):
     from nas_core.config import RuntimeConfig
 
     monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__DAEMON", "False")
-    features = fanned_out(stage_jobs, RuntimeConfig(task_runner="dask", dask_n_workers=2))
+    with fd2_to(tmp_path / "stderr.txt"):  # the stage log, which the workers inherit
+        features = fanned_out(stage_jobs, RuntimeConfig(task_runner="dask", dask_n_workers=2))
     assert np.array_equal(features, stage_jobs[3])
+    err = (tmp_path / "stderr.txt").read_text()
+    assert progress_lines(err, "features-part000") == progress_lines(err, "features-part001") == [1, 2, 3], err

@@ -36,6 +36,9 @@ def test_pipeline_logs_parent_and_stage_runs_over_http(template_project, tmp_pat
     assert parent.info.experiment_id == experiment.experiment_id
     assert parent.info.status == "FINISHED" and parent.data.tags["nasflow.kind"] == "pipeline"
     assert parent.data.params["subset.fraction"] == "0.5"
+    # each stage's wall time, on the parent run and in the summary `make run` prints
+    assert parent.data.metrics["stage_seconds.subset"] == pytest.approx(result["seconds"]["subset"])
+    assert 0 < result["seconds"]["subset"] < 600
     (stage,) = client.search_runs([experiment.experiment_id],
                                   f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert stage.data.tags["nasflow.stage"] == "subset" and stage.info.status == "FINISHED"
@@ -110,3 +113,10 @@ def test_dcnas_stages_log_genotype_and_register_the_model_over_http(mlflow_serve
     assert {r.info.run_name for r in stages} == {"stage:pretrain", "stage:search", "stage:dcnas_sample",
                                                  "stage:dcnas_features", "stage:dcnas_cluster", "stage:evaluate",
                                                  "stage:retrain"}
+    # each feature partition's throughput, logged live from its task after every checkpoint epoch
+    (features_run,) = [r for r in stages if r.info.run_name == "stage:dcnas_features"]
+    summary = json.loads((root / "artifacts" / "dcnas_features" / "summary.json").read_text())
+    assert summary["partitions"] == params.runtime.max_workers == 2
+    for part in range(summary["partitions"]):
+        history = client.get_metric_history(features_run.info.run_id, f"part{part:03d}_archs_per_s")
+        assert sorted(m.step for m in history) == list(range(1, len(summary["epochs"]) + 1))

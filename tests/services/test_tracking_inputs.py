@@ -105,3 +105,12 @@ def test_printed_ui_link_opens_the_runs_table(tmp_path):
     (mlflow_line,) = [line for line in lines if line.startswith("MLflow:")]
     assert "http://127.0.0.1:5000/#/experiments/7?workflowType=machine_learning" in mlflow_line
     assert "http://127.0.0.1:5000/#/experiments/7/runs/abc?workflowType=machine_learning" in mlflow_line
+
+
+def test_summary_prints_each_stage_wall_time(tmp_path):
+    from flows.pipeline import summary_lines
+
+    lines = summary_lines(tmp_path, {"stages": {"subset": "ran", "pretrain": "cached"},
+                                     "seconds": {"subset": 3.4, "pretrain": 125.0},
+                                     "experiment_id": "7", "parent_run_id": "abc"})
+    assert lines[0] == "stages: subset (ran, 3s), pretrain (cached, 2m05s)"

@@ -5,17 +5,15 @@ stage log gets one progress line per epoch, and the end-of-task logging
 adds only what was not logged live (no metric twice, none lost)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import io
 import json
-import os
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -29,7 +27,7 @@ from tasks.context import in_order
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
 from tasks.live import EpochReporter, LiveRun, progress_line
 from tasks.tracking import RunLogger
-from tests.conftest import REPO
+from tests.conftest import REPO, fd2_to
 from tests.tasks.live_gate import GatedLive
 from tests.tasks.stage_project import make_project, run_stage, tiny_params
 
@@ -109,22 +107,6 @@ def test_in_process_fan_out_logs_epoch1_before_the_task_ends(project, store, cap
     for epoch in (1, 2):
         assert re.search(rf"\[retrain\] finalist0: epoch {epoch}/2 train_loss \d\.\d{{4}} train_acc \d\.\d{{4}} "
                          rf"val_loss \d+\.\d{{4}} val_acc \d\.\d{{4}} \(\d+\.\d s/epoch, ETA \d+s\)", err), err
-
-
-@contextlib.contextmanager
-def fd2_to(path: Path) -> Iterator[None]:
-    """Point file descriptor 2 at ``path``: worker processes started inside
-    inherit it, as they inherit the stage process's stderr (the stage log).
-    (pytest's capfd is not used with Prefect: its console handler keeps the
-    captured stream after the test closes it.)"""
-    saved = os.dup(2)
-    with open(path, "w") as f:
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 @pytest.mark.slow
