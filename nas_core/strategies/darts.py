@@ -365,14 +365,16 @@ def _zero_if_none(g: Optional[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p) if g is None else g
 
 
-def _forever(loader: DataLoader) -> Iterator:
+def _forever(loader: DataLoader, name: str = "train_a") -> Iterator:
+    """``loader``'s batches, epoch after epoch; an empty ``loader`` is an
+    error naming it (``name``)."""
     while True:
         empty = True
         for batch in loader:
             empty = False
             yield batch
         if empty:
-            raise ValueError("the architecture loader (train_a) is empty")
+            raise ValueError(f"the {name} loader is empty: no batch to draw")
 
 
 def memory_metrics(device: torch.device) -> dict[str, float]:

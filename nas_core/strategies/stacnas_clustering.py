@@ -253,7 +253,7 @@ def mean_confusion(loss_fn: Callable[[object], torch.Tensor], params: Sequence[t
 def confusion_draws(loader: DataLoader, iterations: int, batches: int) -> list[list[Any]]:
     """``iterations`` draws of ``batches`` consecutive mini-batches of
     ``loader``, starting over (reshuffled) when it runs out."""
-    stream = _forever(loader)
+    stream = _forever(loader, "gradient-confusion")
     return [[next(stream) for _ in range(batches)] for _ in range(iterations)]
 
 

@@ -25,7 +25,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 import torch
@@ -34,11 +34,26 @@ from torch import nn
 from nas_core.cost import time_module
 from nas_core.io import write_text
 from nas_core.spaces.dso.graph import BlockGraph
-from nas_core.spaces.dso.network import ReductionBlock, final_channels, make_head, make_stem
+from nas_core.spaces.dso.network import LayerSpec, ReductionBlock, final_channels, make_head, make_stem
 from nas_core.spaces.dso.ops import make_op
 
-if TYPE_CHECKING:
-    from nas_core.spaces.dso.space import DSOSpace
+
+class DSOSpace(Protocol):
+    """What a latency table reads of the DSO space (nas_core.spaces.dso.space,
+    which imports this module)."""
+
+    levels: int
+    ops: tuple[str, ...]
+    stages: int
+    blocks_per_stage: int
+    init_channels: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    graph: BlockGraph
+
+    def layers(self, width_multiplier: float = 1.0) -> tuple[LayerSpec, ...]: ...
+
+    def block_masks(self, kept: np.ndarray) -> np.ndarray: ...
 
 LATENCY_FILE = "dso_latency.json"
 
@@ -69,13 +84,13 @@ class DSOLatencyTable:
             total += one + (every - one) * (feeding - 1) / max(graph.num_nodes - 1, 1)
         return float(total)
 
-    def network_ms(self, space: "DSOSpace", kept: np.ndarray) -> float:
+    def network_ms(self, space: DSOSpace, kept: np.ndarray) -> float:
         used, graph = space.block_masks(kept), space.graph
         blocks = sum(self.block_ms(graph, used[s.index], s.channels, s.hw) for s in space.layers()
                      if s.kind == "block")
         return self.fixed_ms + blocks
 
-    def connection_drops(self, space: "DSOSpace", kept: np.ndarray) -> np.ndarray:
+    def connection_drops(self, space: DSOSpace, kept: np.ndarray) -> np.ndarray:
         """(structures, E) ms the network loses when one kept connection is
         removed (0 for connections already pruned)."""
         kept = np.asarray(kept, dtype=bool)
@@ -99,14 +114,14 @@ class DSOLatencyTable:
                    {k: (float(v[0]), float(v[1])) for k, v in obj["reduce_ms"].items()}, float(obj["fixed_ms"]))
 
 
-def space_key(space: "DSOSpace") -> str:
+def space_key(space: DSOSpace) -> str:
     """What a table depends on: the search network's layout, ops and input."""
     parts = (space.levels, space.ops, space.stages, space.blocks_per_stage, space.init_channels,
              space.input_shape, space.num_classes)
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def measure_latency_table(space: "DSOSpace", device: torch.device | str, repeats: int = 5,
+def measure_latency_table(space: DSOSpace, device: torch.device | str, repeats: int = 5,
                           progress: Optional[Callable[..., Any]] = None) -> DSOLatencyTable:
     device = torch.device(device)
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -119,7 +134,7 @@ def _time(module: nn.Module, shape: tuple[int, ...], device: torch.device, repea
     return time_module(module.to(device), torch.randn(1, *shape, device=device), repeats)
 
 
-def _measure(space: "DSOSpace", device: torch.device, repeats: int,
+def _measure(space: DSOSpace, device: torch.device, repeats: int,
              progress: Optional[Callable[..., Any]]) -> DSOLatencyTable:
     graph, layers = space.graph, space.layers()
     shapes = sorted({(s.channels, s.hw) for s in layers if s.kind == "block"})
@@ -144,7 +159,7 @@ def _measure(space: "DSOSpace", device: torch.device, repeats: int,
     return DSOLatencyTable(space_key(space), str(device), op_ms, reduce_ms, fixed)
 
 
-def load_or_measure(space: "DSOSpace", directory: Path, device: torch.device, measure: bool,
+def load_or_measure(space: DSOSpace, directory: Path, device: torch.device, measure: bool,
                     repeats: int = 5, progress: Optional[Callable[..., Any]] = None) -> Optional[DSOLatencyTable]:
     """The fitting ``directory/dso_latency.json``; else, with ``measure``, a
     new measurement saved there; else None."""
