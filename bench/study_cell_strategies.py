@@ -38,8 +38,11 @@ cpu). The rows are means with their sample standard deviation (``_sd``;
 0 for one seed); every run is in the JSON's ``runs``.
 
 Usage: python bench/study_cell_strategies.py [--quick] [--datasets digits mnist] [--seeds 0 1 2]
+       python bench/study_cell_strategies.py --merge A.json B.json ...
 (--quick: one seed, digits only, a tiny budget; --datasets / --seeds run a
-part, e.g. one dataset per process on two cores.)
+part, e.g. one dataset per process on two cores; --merge puts the runs of
+such parts (same setting) back into one table, written under the first
+file's name. ``BENCH_MNIST_ROOT`` overrides where the MNIST files are.)
 """
 from __future__ import annotations
 
@@ -56,7 +59,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-MNIST_ROOT = REPO.parent / "shared" / "datasets" / "mnist-t10k"
+MNIST_ROOT = Path(os.environ.get("BENCH_MNIST_ROOT", REPO.parent / "shared" / "datasets" / "mnist-t10k"))
 
 
 @dataclass(frozen=True)
@@ -237,17 +240,36 @@ def run(quick: bool = False, datasets: list[str] | None = None, seeds: list[int]
     return {"name": name, "rows": summarise(runs), "runs": runs, "summary": summary}
 
 
+def merge(paths: list[Path]) -> dict:
+    """One result from the runs of several result files of the same
+    setting (a run is kept once per dataset, strategy and seed)."""
+    import json
+
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]["summary"]
+    for path, part in zip(paths[1:], parts[1:]):
+        other = {k: v for k, v in part["summary"]["setting"].items() if k != "seeds"}
+        if other != {k: v for k, v in first["setting"].items() if k != "seeds"}:
+            raise ValueError(f"{path}: its setting differs from {paths[0]}'s; only parts of one study merge")
+    runs = list({(r["dataset"], r["strategy"], r["seed"]): r for part in parts for r in part["runs"]}.values())
+    seeds = sorted({r["seed"] for r in runs})
+    summary = {**first, "setting": {**first["setting"], "seeds": seeds},
+               "wall_s": sum(part["summary"]["wall_s"] for part in parts), "merged_from": [str(p) for p in paths]}
+    return {"name": parts[0]["name"], "rows": summarise(runs), "runs": runs, "summary": summary}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), help="default: the setting's")
     parser.add_argument("--seeds", nargs="+", type=int, help="default: the setting's")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON", help="result files of parts of one study")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(REPO))
     from run import report
 
-    report(run(args.quick, args.datasets, args.seeds))
+    report(merge(args.merge) if args.merge else run(args.quick, args.datasets, args.seeds))
 
 
 if __name__ == "__main__":
