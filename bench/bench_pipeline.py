@@ -99,6 +99,14 @@ def stage_seconds(clone: Path) -> dict[str, float]:
     return {k.removeprefix(prefix): v for k, v in parent.data.metrics.items() if k.startswith(prefix)}
 
 
+def accuracies(clone: Path) -> dict[str, float]:
+    """Test accuracy of N*, of the strategy's own genotype and of the random
+    control (metrics/retrain.json), so a faster setting shows what it cost."""
+    metrics = json.loads((clone / "metrics" / "retrain.json").read_text())
+    keys = ("chosen_test_acc", "baseline_test_acc", "random_test_acc")
+    return {k: round(float(metrics[k]), 4) for k in keys if k in metrics}
+
+
 def source() -> str:
     value = os.environ.get("BENCH_PIPELINE_SOURCE", "head")
     if value not in SOURCES:
@@ -138,7 +146,7 @@ def run(quick: bool = False) -> dict:
         rows = [{"step": "prepare", "seconds": round(timed(["nasflow", "prepare"], clone, env), 1)}]
         rows.append({"step": "pipeline",
                      "seconds": round(timed(["nasflow", "pipeline", *overrides(quick, setting)], clone, env), 1)})
-        stages = stage_seconds(clone)
+        stages, accuracy = stage_seconds(clone), accuracies(clone)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     total = sum(r["seconds"] for r in rows)
     rows += [{"step": f"  stage {name}", "seconds": round(sec, 1)} for name, sec in stages.items()]
@@ -146,7 +154,7 @@ def run(quick: bool = False) -> dict:
     target = setting["target_seconds"]
     return {"name": setting["name"], "rows": rows,
             "summary": {"data": setting["data"], "wall_seconds": round(total, 1), "target_seconds": target,
-                        "ratio_to_target": round(total / target, 3), "stage_seconds": stages,
+                        "ratio_to_target": round(total / target, 3), "stage_seconds": stages, **accuracy,
                         "peak_child_rss_mib": round(peak_mib, 1), "quick": quick, "source": from_tree,
                         "overrides": {**setting["overrides"], **(QUICK_OVERRIDES if quick else {})}}}
 
