@@ -2,7 +2,8 @@
 into partitions gives exactly the features of one extraction (in this
 process, on the thread pool and on a 2-worker Dask LocalCluster through the
 stage's own job function), and the batched walk gives exactly the per-node
-trie's features on the layer-wise and cell supernets."""
+trie's features on the layer-wise, cell and DSO supernets; each partition
+reports every checkpoint epoch in the stage log."""
 from __future__ import annotations
 
 import re
@@ -89,8 +90,9 @@ def test_batched_walk_equals_per_node_trie_on_the_cell_supernets(space_name):
 
 @pytest.mark.parametrize("scope", ["share", "full"])
 def test_batched_walk_equals_per_node_trie_on_the_dso_supernet(scope):
-    """Every row runs the same reduction block, and rows whose pruned
-    connections differ only outside a block share that block's call."""
+    """Batched equals per-node on the DSO supernet, whose key is a block's
+    used connections (every row runs the same reduction block, so each
+    reduction depth is one call)."""
     from nas_core.spaces import make_space
     from nas_core.supernet.dso import DSOSupernet
 
