@@ -129,13 +129,14 @@ def overlay_worktree(clone: Path) -> None:
         shutil.copy2(REPO / name, clone / name)
 
 
-def overrides(quick: bool, setting: dict) -> list[str]:
-    chosen = {**setting["overrides"], **(QUICK_OVERRIDES if quick else {})}
-    return [arg for key, value in chosen.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+def set_args(overrides: dict) -> list[str]:
+    """``overrides`` as the pipeline's ``--set KEY=VALUE`` arguments."""
+    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
 def run(quick: bool = False) -> dict:
     from_tree, setting = source(), data_setting()
+    chosen = {**setting["overrides"], **(QUICK_OVERRIDES if quick else {})}
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "nasflow"
         subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
@@ -145,7 +146,7 @@ def run(quick: bool = False) -> dict:
         env = clone_env(clone)
         rows = [{"step": "prepare", "seconds": round(timed(["nasflow", "prepare"], clone, env), 1)}]
         rows.append({"step": "pipeline",
-                     "seconds": round(timed(["nasflow", "pipeline", *overrides(quick, setting)], clone, env), 1)})
+                     "seconds": round(timed(["nasflow", "pipeline", *set_args(chosen)], clone, env), 1)})
         stages, accuracy = stage_seconds(clone), accuracies(clone)
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     total = sum(r["seconds"] for r in rows)
@@ -156,7 +157,7 @@ def run(quick: bool = False) -> dict:
             "summary": {"data": setting["data"], "wall_seconds": round(total, 1), "target_seconds": target,
                         "ratio_to_target": round(total / target, 3), "stage_seconds": stages, **accuracy,
                         "peak_child_rss_mib": round(peak_mib, 1), "quick": quick, "source": from_tree,
-                        "overrides": {**setting["overrides"], **(QUICK_OVERRIDES if quick else {})}}}
+                        "overrides": chosen}}
 
 
 if __name__ == "__main__":
