@@ -28,8 +28,9 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from flows.dag import stage_order
-from flows.pipeline import StageFailed, parse_overrides, prefect_api_url, run_dvc_stage, write_overrides
-from nas_core.config import load_params
+from flows.options import add_study_options
+from flows.pipeline import StageFailed, prefect_api_url, run_dvc_stage, write_overrides
+from nas_core.config import load_params, parse_overrides
 from tasks.tracking import FLOW_RUN_ENV, PARENT_ENV, RunLogger, git_commit, tracking_uri
 
 STUDY = "ablation/dvc.yaml"
@@ -101,16 +102,17 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nasflow ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--repeats", type=int, default=None, metavar="R",
-                        help="independent replicates (sets ablation.repeats in the params file)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param (written to the params file so DVC sees it)")
+    add_study_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv)
+    return run(build_parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The study with ``args`` (``--params``, ``--repeats``, ``--set``)."""
     overrides = parse_overrides(args.overrides)
     if args.repeats is not None:
         overrides["ablation.repeats"] = args.repeats

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from nas_core.config import ParamsError, load_params
+from flows.options import add_set_option, add_study_options
+from nas_core.config import ParamsError, load_params, parse_overrides
 
 EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
@@ -34,12 +35,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from nas_core.data import load_source, make_splits
 
-    params = load_params(args.params)
+    params = load_params(args.params, parse_overrides(args.overrides))
     source = load_source(params.data, Path.cwd())
     splits = make_splits(source.train_targets, source.test_targets, params.data, params.subset, params.runtime.seed)
     sizes = ", ".join(f"{k} {len(v)}" for k, v in splits.indices.items())
     shape = "x".join(map(str, source.input_shape))
-    print(f"{args.params}: OK")
+    print(f"{args.params}{' with ' + ', '.join(args.overrides) if args.overrides else ''}: OK")
     print(f"data: {source.name} at {source.root}: {len(source.train_targets)} training images, "
           f"{source.num_classes} classes, input {shape}")
     print(f"splits: {sizes}")
@@ -110,6 +111,24 @@ def pin_data(root: Path) -> None:
         subprocess.run(["dvc", "commit", "--force", "--quiet", str(pin)], check=True, env=tools_env())
 
 
+def cmd_deps(args: argparse.Namespace) -> int:
+    """Write (or with ``--check`` verify) every stage's code deps and the
+    ``.deps`` link folders from the imports (flows.deps)."""
+    from flows import deps
+
+    root = Path.cwd()
+    if args.check:
+        problems = deps.stale(root)
+        for line in problems:
+            print(f"nasflow: stale code deps: {line}", file=sys.stderr)
+        if problems:
+            print("nasflow: run `nasflow deps` and commit the result", file=sys.stderr)
+        return 1 if problems else 0
+    changed = deps.write(root)
+    print(f"code deps: rewrote {', '.join(changed)}" if changed else "code deps: up to date")
+    return 0
+
+
 def cmd_pipeline(args: argparse.Namespace) -> int:
     from flows.pipeline import main as pipeline_main
 
@@ -117,8 +136,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_ablation(args: argparse.Namespace) -> int:
-    module = importlib.import_module("flows.ablation")
-    return module.main(["--params", args.params, *args.rest])
+    return int(importlib.import_module("flows.ablation").run(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,24 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("stage", cmd_stage, "run one dvc.yaml stage").add_argument("name")
-    add("check", cmd_check, "validate params and data")
+    add_set_option(add("check", cmd_check, "validate params and data"), "checked, not written")
     add("list", cmd_list, "list registered datasets, spaces, ops and strategies")
     add("prepare", cmd_prepare, "write the embedded default dataset under data/")
+    add("deps", cmd_deps, "write every stage's code deps (dvc.yaml, .deps/) from the imports").add_argument(
+        "--check", action="store_true", help="only report stale deps (exit 1 if any)")
     pipe = add("pipeline", cmd_pipeline, "run the whole DAG as the nas-pipeline Prefect flow")
-    pipe.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a param (written to the params file so DVC sees it)")
+    add_set_option(pipe, "written to the params file so DVC sees it")
     pipe.add_argument("--stages", nargs="*", default=None, help="run only up to these stages")
-    abl = add("ablation", cmd_ablation, "run the channel-ratio Table-1 ablation flow")
-    abl.add_argument("rest", nargs=argparse.REMAINDER)
+    add_study_options(add("ablation", cmd_ablation, "run the channel-ratio Table-1 ablation flow"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, unknown = build_parser().parse_known_args(argv)
-    if unknown and args.command != "ablation":
-        build_parser().error(f"unrecognized arguments: {' '.join(unknown)}")
-    if args.command == "ablation":  # its own options pass through (`--` optional)
-        args.rest = [a for a in (*unknown, *args.rest) if a != "--"]
+    args = build_parser().parse_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--"])
     from nas_core.train.loop import NonFiniteLossError
     from tasks.tracking import TrackingUnavailable
 

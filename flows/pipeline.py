@@ -18,7 +18,8 @@ from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from nas_core.config import ParamsError, apply_overrides, load_params, read_params_file, validate_params
+from nas_core.config import (ParamsError, apply_overrides, load_params, parse_overrides, read_params_file,
+                             validate_params)
 from nas_core.io import atomic_path
 from flows.dag import stage_order
 from flows.tools import tools_env
@@ -149,16 +150,6 @@ def summary_lines(project: Path, result: dict[str, Any]) -> list[str]:
     lines.append(f"MLflow: `make ui`, then {ui_link(result['experiment_id'])} (runs table; parent run "
                  f"{ui_link(result['experiment_id'], result['parent_run_id'])})")
     return lines
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. subset.fraction=0.5")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def main(args: argparse.Namespace) -> int:

@@ -337,6 +337,17 @@ def _check_complete(path: Path, raw: dict[str, Any]) -> None:
                           "must be present; dvc.yaml reads the stages' params from this file)")
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (``--set``) -> {dotted key: YAML value}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ParamsError(f"--set {item!r}: expected KEY=VALUE, e.g. subset.fraction=0.5")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``raw`` with dotted keys (``subset.fraction``) set.
     The space follows the strategy: an override of ``search.strategy``

@@ -27,7 +27,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("NASFLOW_PARENT_RUN_ID", None)
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "prefect.toml", "data.dvc")
-CODE_DIRS = ("nas_core", "tasks", "flows")
+CODE_DIRS = ("nas_core", "tasks", "flows", ".deps")  # .deps: links DVC hashes through (flows/deps.py)
 
 
 def sh(*cmd: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -42,7 +42,7 @@ def make_project(dest: Path) -> Path:
     for name in PROJECT_FILES:
         shutil.copy2(REPO / name, dest / name)
     for name in CODE_DIRS:
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / name, dest / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     sh("git", "init", "-q", "-b", "main", cwd=dest)
     sh("dvc", "init", "-q", cwd=dest)
     sh("dvc", "config", "core.analytics", "false", cwd=dest)

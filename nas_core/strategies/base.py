@@ -100,6 +100,13 @@ class SearchStrategy(ABC):
         data-parallel variant)."""
         raise StrategyError(f"strategy {cls.name!r} has no data-parallel variant (torchrun)")
 
+    @classmethod
+    def delegates(cls) -> tuple[str, ...]:
+        """Other registered strategies whose code may run under this one,
+        found by name at run time (so no import shows it): the code deps of
+        the stages that run this strategy include theirs. None by default."""
+        return ()
+
     @abstractmethod
     def supernet_name(self) -> Optional[str]:
         """The one-shot strategy whose supernet the pretrain stage trains for

@@ -193,6 +193,13 @@ class MultiTrialStrategy(SearchStrategy):
         return SearchResult(self.best().genotype, dict(tables) if tables else self.space.uniform_tables(), history,
                             {"trials": list(self.trials)})
 
+    @classmethod
+    def delegates(cls) -> tuple[str, ...]:
+        """The one-shot strategies ``supernet`` may name on any of this
+        strategy's spaces: the pretrain stage trains theirs."""
+        return tuple(n for n in STRATEGIES.names()
+                     if STRATEGIES.get(n).kind == "one_shot" and set(STRATEGIES.get(n).spaces) & set(cls.spaces))
+
     def supernet_name(self) -> Optional[str]:
         return self._supernet
 

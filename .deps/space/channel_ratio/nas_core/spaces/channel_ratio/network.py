@@ -1,0 +1,1 @@
+../../../../../../nas_core/spaces/channel_ratio/network.py

@@ -1,0 +1,1 @@
+../../../../../../nas_core/spaces/global_cell/__init__.py

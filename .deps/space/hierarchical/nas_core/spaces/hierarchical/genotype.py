@@ -1,0 +1,1 @@
+../../../../../../nas_core/spaces/hierarchical/genotype.py

@@ -1,0 +1,1 @@
+../../../../../../nas_core/spaces/layerwise/cost.py

@@ -1,0 +1,1 @@
+../../../../../../nas_core/spaces/global_cell/network.py

@@ -1,0 +1,1 @@
+../../../../../nas_core/strategies/pc_darts.py

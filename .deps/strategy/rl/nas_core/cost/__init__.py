@@ -1,0 +1,1 @@
+../../../../../nas_core/cost/__init__.py

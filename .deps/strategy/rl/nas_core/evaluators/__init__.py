@@ -1,0 +1,1 @@
+../../../../../nas_core/evaluators/__init__.py

@@ -1,0 +1,1 @@
+../../../../../nas_core/evaluators/supernet.py

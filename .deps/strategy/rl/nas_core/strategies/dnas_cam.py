@@ -1,0 +1,1 @@
+../../../../../nas_core/strategies/dnas_cam.py

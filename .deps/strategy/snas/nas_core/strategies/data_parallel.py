@@ -1,0 +1,1 @@
+../../../../../nas_core/strategies/data_parallel.py
