@@ -54,9 +54,10 @@ check: $(STAMP)
 deps: $(STAMP)
 	nasflow deps
 
-# The documentation site, strictly: a warning, a broken link or a missing anchor fails the build.
+# The documentation site, strictly: a warning, a broken link or a missing anchor fails the build
+# (not --quiet: it hides the warnings from the strict count).
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir $(CURDIR)/site
+	$(BIN)/mkdocs build --strict --site-dir $(CURDIR)/site
 
 list: $(STAMP)
 	nasflow list

@@ -28,6 +28,7 @@ Usage: python bench/bench_dcnas.py [--quick]
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -56,7 +57,7 @@ def _strategy_and_states(eta: int):
     net = strategy.supernet
     gen = torch.Generator().manual_seed(1)
     states = []
-    for epoch in range(eta):
+    for _ in range(eta):
         with torch.no_grad():
             for name, p in net.named_parameters():
                 if name != "theta":
@@ -103,9 +104,9 @@ def feature_rows(cases: list[tuple[int, float]], eta: int, naive_cap: int) -> li
         entropy = float(-(probs * np.log(probs)).sum(1).mean())
         archs = space.sample({"layers": probs}, s, seed=0).archs
         u = archs.shape[0]
-        trie_s, _ = _timed(lambda: extract(archs, "trie"))
+        trie_s, _ = _timed(functools.partial(extract, archs, "trie"))
         sub = archs[np.random.default_rng(1).permutation(u)[:naive_cap]]
-        naive_sub_s, _ = _timed(lambda: extract(sub, "naive"))
+        naive_sub_s, _ = _timed(functools.partial(extract, sub, "naive"))
         naive_s = naive_sub_s * u / sub.shape[0]
         trie = supernet_trie(net, archs)
         rows.append({"part": "features", "s": s, "theta_std": theta_std, "unique": u, "trie_nodes": trie.total_nodes,
@@ -130,7 +131,7 @@ def cluster_rows(sizes: list[int], ks: list[int]) -> list[dict]:
     for s in sizes:
         x = _blobs(s, 48)
         for k in ks:
-            seconds, res = _timed(lambda: cluster_features(x, k, seed=0))
+            seconds, res = _timed(functools.partial(cluster_features, x, k, seed=0))
             rows.append({"part": "cluster", "s": s, "k": k, "algorithm": "minibatch" if s > 100_000 else "kmeans",
                          "cluster_s": round(seconds, 2), "inertia_per_point": round(res.inertia / s, 4),
                          "silhouette": None if res.silhouette is None else round(res.silhouette, 3),

@@ -145,7 +145,8 @@ def table1(seeds: int, epochs: int) -> list[dict]:
         share_space, share = found["share"]
         budget = share_space.cost(share)["flops"]
         networks = {"DSO-NAS-share": found["share"], "DSO-NAS-full": found["full"],
-                    "random, same kept count": (share_space, share_space.random_like(share, np.random.default_rng(seed))),
+                    "random, same kept count": (share_space,
+                                                share_space.random_like(share, np.random.default_rng(seed))),
                     "complete network": (share_space, share_space.complete())}
         for name, (space, genotype) in networks.items():
             scaled = make_space("dso", {**space_config, "scope": space.scope, "final_budget": budget}, (1, 8, 8), 10)

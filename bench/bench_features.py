@@ -10,7 +10,7 @@ BatchNorm ``running``, architectures drawn from softmax(θ), θ ~ N(0, 1.5²)
 per entry. Unlike bench_dcnas.py the checkpoints are files and the probe is
 the subset stage's probe split (256 digits images, one chunk) of a
 temporary project, so the Dask rows run the dcnas_features stage's own job
-function (``tasks.dcnas_features.extract_partition``: the worker restores
+function (``tasks.stages.dcnas_features.extract_partition``: the worker restores
 the strategy from the checkpoint files and reads the probe split itself).
 The Dask rows submit the jobs with ``distributed.Client`` directly, so
 Prefect's per-task overhead is not in them; the workers are started as the
@@ -117,7 +117,7 @@ class Setting:
 
         from nas_core.data.subset import load_splits
         from nas_core.dcnas.features import plan_batch_limits, supernet_trie
-        from tasks.dcnas_features import CheckpointSet, ProbeSet
+        from tasks.stages.dcnas_features import CheckpointSet, ProbeSet
 
         params = _project(root)
         self.strategy, self.paths = _checkpoints(root)
@@ -202,7 +202,7 @@ def dask_seconds(setting: Setting, workers: int, parts: int) -> tuple[float, np.
     from flows.runners import configure_dask_workers, local_cluster_kwargs
     from nas_core.config import RuntimeConfig
     from nas_core.dcnas.features import assemble_partitions, partition_rows
-    from tasks.dcnas_features import FeatureJob, extract_partition
+    from tasks.stages.dcnas_features import FeatureJob, extract_partition
 
     trie = setting.trie
     ranges = partition_rows(trie, parts)

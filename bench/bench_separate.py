@@ -55,7 +55,8 @@ def make_jobs(num_archs: int, epochs: int, cache: Path):
     """The ablation_train stage's jobs: the default ``spaces.channel_ratio``
     built by ``make_space`` for the data's shape, ``num_archs`` distinct
     architectures drawn with seed 0."""
-    from nas_core.ablation.separate import make_jobs as jobs_for, spec_from_config
+    from nas_core.ablation.separate import make_jobs as jobs_for
+    from nas_core.ablation.separate import spec_from_config
     from nas_core.config import AblationConfig
     from nas_core.spaces import make_space
 

@@ -64,7 +64,9 @@ def strategy_for(preset: str, n_w: int, n_a: int = BATCH, **settings) -> tuple[F
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     shape = SHAPES[preset]
-    make = lambda n: TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+    def make(n: int) -> TensorDataset:
+        return TensorDataset(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+
     data = SearchData(make_loader(make(n_w), BATCH, True), make_loader(make(n_a), BATCH, True))
     space = make_space("layerwise", {"preset": preset}, shape, 10)
     space = space.with_latency(flops_latency_table(space))

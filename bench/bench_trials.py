@@ -50,7 +50,7 @@ def project(root: Path, strategy: str, seed: int, trials: int, runtime: dict, bu
     section, ``trials`` trials of the ``train`` evaluator at ``budget``
     epochs (``batch`` None: the section's own)."""
     from nas_core.config import load_params, validate_params
-    from tests.tasks.stage_project import make_project
+    from tasks.project import make_project
 
     raw = load_params(HERE.parent / "params.yaml").model_dump(mode="json")
     raw["search"] = {"strategy": strategy, "space": space}
@@ -61,18 +61,18 @@ def project(root: Path, strategy: str, seed: int, trials: int, runtime: dict, bu
     if batch is not None:
         section["batch"] = batch
     params = validate_params(raw)
-    return make_project(root, params), params
+    return make_project(root, params, HERE.parent / "data"), params
 
 
 def search(root: Path, params, fan_out=None) -> tuple[float, list]:
-    import tasks.search
-    from tests.tasks.stage_project import stage_context
+    import tasks.stages.search
+    from tasks.project import stage_context
 
-    ctx = stage_context(root, params, "search")
+    ctx = stage_context(root, params, "search", experiment="bench")
     if fan_out is not None:
         ctx.fan_out = fan_out
     start = time.perf_counter()
-    tasks.search.run(params, ctx)
+    tasks.stages.search.run(params, ctx)
     seconds = time.perf_counter() - start
     ctx.log.end("FINISHED")
     lines = (root / "artifacts" / "search" / "trials.jsonl").read_text().splitlines()[1:]

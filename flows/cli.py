@@ -8,19 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from flows.exit_codes import exit_code
 from flows.options import add_set_option, add_study_options
-from nas_core.config import ParamsError, load_params, parse_overrides
-
-EXIT_BAD_INPUT = 2
-EXIT_NONFINITE = 3
-EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: worth retrying (service down)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from nas_core.data import DataError
-    from nas_core.registry import UnknownNameError
-
-    return (ParamsError, DataError, UnknownNameError)
+from nas_core.config import load_params, parse_overrides
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -164,20 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args([a for a in (sys.argv[1:] if argv is None else argv) if a != "--"])
-    from nas_core.train.loop import NonFiniteLossError
-    from tasks.tracking import TrackingUnavailable
-
     try:
         return args.fn(args)
-    except _user_errors() as exc:
+    except Exception as exc:
+        code = exit_code(exc)
+        if code is None:
+            raise
         print(f"nasflow: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except NonFiniteLossError as exc:
-        print(f"nasflow: error: {exc}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except TrackingUnavailable as exc:
-        print(f"nasflow: error: {exc}", file=sys.stderr)
-        return EXIT_TEMPFAIL
+        return code
 
 
 if __name__ == "__main__":

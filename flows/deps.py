@@ -6,7 +6,7 @@ is the transitive closure of the project-local imports (every ``import``,
 those inside functions included; importing ``a.b.c`` also runs the
 ``__init__`` of ``a`` and ``a.b``) of
 
-* its task module ``tasks/<s>.py`` and ``nas_core/runtime.py`` (seeding,
+* its task module ``tasks/stages/<s>.py`` and ``nas_core/runtime.py`` (seeding,
   device and threads, set by the runner around every stage);
 * where the stage reads the choice (its dvc.yaml ``params`` name ``search``,
   ``search.strategy`` or ``strategies``): the chosen strategy's module and
@@ -15,10 +15,17 @@ those inside functions included; importing ``a.b.c`` also runs the
 * where the stage reads ``search`` or ``search.space``: the chosen space's
   package.
 
-One import edge is not followed: from a registry's package ``__init__``
-(``nas_core/strategies/__init__.py``, ``nas_core/spaces/__init__.py``) to the
-modules it imports only to register them. Those modules' code runs only when
-chosen; without the cut, every stage would depend on every strategy.
+Two kinds of import edge are not followed. From a registry's package
+``__init__`` (``nas_core/strategies/__init__.py``,
+``nas_core/spaces/__init__.py``) to the modules it imports only to register
+them: their code runs only when chosen; without the cut, every stage would
+depend on every strategy. And from a package ``__init__`` that a module
+reaches only as the parent of what it imports (``from
+nas_core.supernet.cell import X`` runs ``nas_core/supernet/__init__.py``,
+which imports every supernet): the ``__init__`` file is a dep, the modules
+it re-exports are not, since the importer uses none of them. Importing a
+package itself (``from nas_core.evaluators import EVALUATORS``) follows its
+``__init__``.
 
 DVC templates a dep on a param only as a string (``${search.strategy}``), so
 the per-strategy and per-space closures cannot be lists in dvc.yaml. They
@@ -72,9 +79,11 @@ def _package_of(root: Path, path: Path) -> str:
     return ".".join(parts[:-1])
 
 
-def _imported_names(path: Path, root: Path) -> Iterator[str]:
-    """Dotted names an ``import`` anywhere in ``path`` may load: the module,
-    each name taken from it (it may be a submodule), and its parents."""
+def _imported_names(path: Path, root: Path) -> Iterator[tuple[str, bool]]:
+    """(dotted name, explicit) for what an ``import`` anywhere in ``path``
+    may load: the module and each name taken from it (it may be a
+    submodule) are explicit; the packages above them are not (Python runs
+    their ``__init__``, but the importer uses none of what it re-exports)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = _package_of(root, path)
     for node in ast.walk(tree):
@@ -90,34 +99,40 @@ def _imported_names(path: Path, root: Path) -> Iterator[str]:
             continue
         for name in names:
             parts = name.split(".")
-            yield from (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            yield from ((".".join(parts[:i]), False) for i in range(1, len(parts)))
+            yield name, True
 
 
 @dataclass
 class ImportGraph:
-    """Project-local import edges, with the registration edges (from an
-    ``aggregator``, a registry's package ``__init__``, to a ``plugin``) cut."""
+    """Project-local import edges. Two kinds are not followed: from a
+    package ``__init__`` reached only as the parent of an imported module
+    (its file is a dep, what it imports is not), and from an
+    ``aggregator`` (a registry's package ``__init__``) to a ``plugin``."""
 
     root: Path
     plugins: frozenset[Path]
     aggregators: frozenset[Path]
 
-    def imports(self, path: Path) -> set[Path]:
-        found = {f for name in _imported_names(path, self.root)
-                 if name.split(".")[0] in PACKAGES and (f := _module_file(self.root, name)) is not None}
-        found.discard(path)
-        if path in self.aggregators:
-            found -= self.plugins
+    def imports(self, path: Path) -> dict[Path, bool]:
+        """The files ``path`` imports -> whether to follow their imports."""
+        found: dict[Path, bool] = {}
+        for name, explicit in _imported_names(path, self.root):
+            file = _module_file(self.root, name) if name.split(".")[0] in PACKAGES else None
+            if file is not None and file != path and not (path in self.aggregators and file in self.plugins):
+                found[file] = found.get(file, False) or explicit or file.name != "__init__.py"
         return found
 
     def closure(self, roots: Iterable[Path]) -> set[Path]:
         seen: set[Path] = set()
-        todo = [Path(r) for r in roots]
+        followed: set[Path] = set()
+        todo = [(Path(r), True) for r in roots]
         while todo:
-            path = todo.pop()
-            if path not in seen:
-                seen.add(path)
-                todo.extend(self.imports(path) - seen)
+            path, follow = todo.pop()
+            seen.add(path)
+            if follow and path not in followed:
+                followed.add(path)
+                todo.extend((f, deep) for f, deep in self.imports(path).items() if f not in followed)
         return seen
 
 
@@ -171,7 +186,9 @@ class CodeDeps:
                 raise ValueError(f"space {name!r}: no package in {SPACE_PACKAGE} holds it")
 
     def rel(self, paths: Iterable[Path]) -> list[str]:
-        return sorted(p.relative_to(self.root).as_posix() for p in paths)
+        """Repo paths of ``paths``, empty files left out (DVC warns about an
+        empty dep; one that gains code is then missing, and --check says so)."""
+        return sorted(p.relative_to(self.root).as_posix() for p in paths if p.stat().st_size > 0)
 
     def strategy_closure(self, name: str) -> set[Path]:
         roots = [self.strategies[n] for n in (name, *self._delegates[name])]
@@ -181,7 +198,7 @@ class CodeDeps:
         return self.graph.closure(self.spaces[name])
 
     def stage_closure(self, stage: str) -> set[Path]:
-        roots = [self.root / "tasks" / f"{stage}.py", *(self.root / r for r in STAGE_ROOTS)]
+        roots = [self.root / "tasks" / "stages" / f"{stage}.py", *(self.root / r for r in STAGE_ROOTS)]
         return self.graph.closure(roots)
 
     def strategy_core(self) -> set[Path]:

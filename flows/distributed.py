@@ -29,11 +29,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from flows.exit_codes import exit_code
+from flows.fanout import fan_out
 from nas_core.config import load_params
 from nas_core.runtime import resolve_device, seed_everything, set_threads
 from nas_core.train import distributed as ddp
 from tasks.context import ARTIFACTS, StageContext
-from flows.fanout import fan_out
 from tasks.runner import load_stage_module, run_stage
 
 
@@ -89,23 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def exit_code(exc: BaseException) -> int | None:
-    """The exit code `nasflow stage` uses for ``exc`` (None: not a known failure)."""
-    from flows.cli import EXIT_BAD_INPUT, EXIT_NONFINITE, EXIT_TEMPFAIL, _user_errors
-    from nas_core.train.loop import NonFiniteLossError
-    from tasks.tracking import TrackingUnavailable
-
-    for kinds, code in ((_user_errors(), EXIT_BAD_INPUT), (NonFiniteLossError, EXIT_NONFINITE),
-                        (TrackingUnavailable, EXIT_TEMPFAIL)):
-        if isinstance(exc, kinds):
-            return code
-    return None
-
-
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except Exception as exc:  # noqa: BLE001 - mapped to the CLI's exit codes below
+    except Exception as exc:  # mapped to the CLI's exit codes (flows.exit_codes)
         code = exit_code(exc)
         if code is None:
             raise

@@ -13,20 +13,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.client.orchestration import get_client
 from prefect.runtime import flow_run
 
-from nas_core.config import (ParamsError, apply_overrides, load_params, parse_overrides, read_params_file,
-                             validate_params)
-from nas_core.io import atomic_path
 from flows.dag import stage_order
 from flows.tools import tools_env
+from nas_core.config import apply_overrides, load_params, parse_overrides, read_params_file, validate_params
+from nas_core.io import atomic_path
 from tasks.context import ARTIFACTS
 from tasks.live import duration
-from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, dataset_inputs, dataset_name, dvc_lock_entry_hash,
-                            git_commit, tracking_uri, ui_link)
+from tasks.tracking import (
+    FLOW_RUN_ENV,
+    PARENT_ENV,
+    RunLogger,
+    dataset_inputs,
+    dataset_name,
+    dvc_lock_entry_hash,
+    git_commit,
+    tracking_uri,
+    ui_link,
+)
 
 #: What `nasflow pipeline` runs by default: the main chain up to retraining
 #: (the channel-ratio ablation has its own flow, `nasflow ablation`).

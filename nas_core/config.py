@@ -154,7 +154,10 @@ class RetrainConfig(Section):
     """Full training of the finalists on D (Eq. 10), cosine schedule:
     the K cluster picks, the search strategy's own genotype
     (``include_baseline``) and, with ``random_control``, random genotypes of
-    the space at the compute DC-NAS's selection spent (tasks/retrain.py)."""
+    the space at the compute DC-NAS's selection spent (tasks/stages/retrain.py).
+    Each finalist's gradient confusion (nas_core.train.confusion) is the
+    mean of ``zeta_iterations`` draws of ``zeta_batches`` mini-batches
+    (StacNAS's procedure and defaults)."""
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -164,6 +167,8 @@ class RetrainConfig(Section):
     augment: bool = True
     include_baseline: bool = True
     random_control: bool = True
+    zeta_iterations: int = Field(10, ge=1, description="gradient-confusion draws per finalist (StacNAS: 10)")
+    zeta_batches: int = Field(4, ge=2, description="mini-batches per gradient-confusion draw")
 
 
 # Named settings of the Table-1 study (``ablation.preset``); any key set next to the

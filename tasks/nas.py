@@ -21,9 +21,10 @@ from nas_core.config import Params, section_dict
 from nas_core.data import DataError, weight_split
 from nas_core.io import atomic_path, write_text
 from nas_core.spaces import SearchSpace, make_space
-from nas_core.strategies import OneShotStrategy, SearchData, SearchStrategy, create_strategy
+from nas_core.strategies import OneShotStrategy, SearchData, SearchStrategy, SupernetSpec, create_strategy
 from nas_core.strategies.data_parallel import shard_search_data
-from nas_core.train.checkpoint import latest_good_checkpoint, list_checkpoints, load_checkpoint
+from nas_core.train.checkpoint import STATE_FORMAT, list_checkpoints, load_checkpoint
+from tasks.context import StageContext
 
 CHECKPOINTS = "checkpoints"
 TABLES = "tables.npz"
@@ -48,7 +49,7 @@ def chosen_strategy_section(params: Params) -> Any:
     return getattr(params.strategies, params.search.strategy)
 
 
-def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchSpace:
+def build_space(params: Params, ctx: StageContext, measurements: str = "load") -> SearchSpace:
     """The chosen space for the data's shape. ``measurements``: ``load`` its
     measured tables (FBNet's latency) from the pretrain stage's output,
     ``measure`` them into this stage's output when missing or stale (the
@@ -62,13 +63,13 @@ def build_space(params: Params, ctx: Any, measurements: str = "load") -> SearchS
     return space.with_measurements(directory, ctx.device, measure, ctx.progress)
 
 
-def build_strategy(params: Params, ctx: Any, space: SearchSpace, name: Optional[str] = None) -> SearchStrategy:
+def build_strategy(params: Params, ctx: StageContext, space: SearchSpace, name: Optional[str] = None) -> SearchStrategy:
     """Strategy ``name`` (default ``search.strategy``) with its params section."""
     name = name or params.search.strategy
     return create_strategy(name, space, getattr(params.strategies, name), ctx.device, params.runtime.seed)
 
 
-def build_trainer(params: Params, ctx: Any, space: SearchSpace, strategy: SearchStrategy
+def build_trainer(params: Params, ctx: StageContext, space: SearchSpace, strategy: SearchStrategy
                   ) -> Optional[OneShotStrategy]:
     """The one-shot strategy whose supernet the pretrain stage trains for
     ``strategy`` (``strategy.supernet_name()``: itself when one-shot, the
@@ -81,7 +82,7 @@ def build_trainer(params: Params, ctx: Any, space: SearchSpace, strategy: Search
     return one_shot(build_strategy(params, ctx, space, name))
 
 
-def search_data(params: Params, ctx: Any, strategy: SearchStrategy) -> SearchData:
+def search_data(params: Params, ctx: StageContext, strategy: SearchStrategy) -> SearchData:
     """The strategy's loaders: D~ split by its ``weight_fraction`` into
     weights / architecture parameters, and the validation split (per-rank
     shards under torchrun)."""
@@ -111,7 +112,8 @@ def chosen_sections(params: Params, strategy: Optional[str] = None) -> dict[str,
             f"strategies.{strategy}": getattr(params.strategies, strategy).model_dump(mode="json")}
 
 
-def fingerprint(params: Params, ctx: Any, space: SearchSpace, strategy: Optional[str] = None, **more: Any) -> str:
+def fingerprint(params: Params, ctx: StageContext, space: SearchSpace, strategy: Optional[str] = None,
+                **more: Any) -> str:
     """Digest of everything that shapes the work of ``strategy`` (default
     ``search.strategy``) on ``space``, plus ``more`` (resume guard of
     supernet checkpoints and trial tables): the params, and the data
@@ -120,6 +122,7 @@ def fingerprint(params: Params, ctx: Any, space: SearchSpace, strategy: Optional
     keys = {s: section_dict(params, s) for s in ("data", "subset")}
     manifest = need(ctx.artifacts("subset") / "manifest.json", "subset")
     keys.update(chosen_sections(params, strategy), seed=params.runtime.seed, space=space.fingerprint(),
+                state_format=STATE_FORMAT,
                 subset_manifest=hashlib.sha256(manifest.read_bytes()).hexdigest(), **more)
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -131,7 +134,7 @@ def one_shot(strategy: SearchStrategy) -> OneShotStrategy:
     return strategy
 
 
-def pretrain_checkpoints(ctx: Any) -> list[tuple[int, Path]]:
+def pretrain_checkpoints(ctx: StageContext) -> list[tuple[int, Path]]:
     directory = ctx.artifacts("pretrain") / CHECKPOINTS
     found = list_checkpoints(directory)
     if not found:
@@ -140,7 +143,7 @@ def pretrain_checkpoints(ctx: Any) -> list[tuple[int, Path]]:
     return found
 
 
-def final_checkpoint(ctx: Any, strategy: OneShotStrategy) -> Path:
+def final_checkpoint(ctx: StageContext, strategy: OneShotStrategy) -> Path:
     """The newest pretrain checkpoint's path, which must be the last epoch."""
     directory = ctx.artifacts("pretrain") / CHECKPOINTS
     found = list_checkpoints(directory)
@@ -153,32 +156,23 @@ def final_checkpoint(ctx: Any, strategy: OneShotStrategy) -> Path:
     return path
 
 
-def final_state(ctx: Any, strategy: SearchStrategy) -> dict[str, Any]:
-    """The newest good pretrain checkpoint, which must be the last epoch."""
-    directory = ctx.artifacts("pretrain") / CHECKPOINTS
-    found = latest_good_checkpoint(directory)
-    if found is None:
-        raise DataError(f"{directory}: no supernet checkpoint; run `nasflow stage pretrain` first")
-    epoch, state = found
-    if epoch != strategy.num_epochs():
-        raise DataError(f"{directory}: newest good checkpoint is epoch {epoch} of {strategy.num_epochs()}; "
-                        "rerun the pretrain stage")
-    return state
-
-
-def restored(params: Params, ctx: Any, space: Optional[SearchSpace] = None
-             ) -> tuple[SearchSpace, OneShotStrategy, dict[str, Any]]:
-    """The space, and the search's supernet strategy (:func:`build_trainer`)
-    rebuilt from its final pretrain checkpoint."""
-    space = space or build_space(params, ctx)
+def supernet_spec(params: Params, ctx: StageContext, space: SearchSpace) -> SupernetSpec:
+    """The search's supernet strategy (:func:`build_trainer`) and its final
+    pretrain checkpoint, as any worker restores it."""
     trainer = build_trainer(params, ctx, space, build_strategy(params, ctx, space))
     if trainer is None:
         raise DataError(f"strategies.{params.search.strategy}.supernet: the search has no supernet; DC-NAS and "
                         "the supernet evaluator need one (set it to a one-shot strategy, or 'auto')")
-    state = final_state(ctx, trainer)
-    trainer.setup(None)
-    trainer.load_state_dict(state)
-    return space, trainer, state
+    return SupernetSpec(trainer.name, getattr(params.strategies, trainer.name).model_dump(mode="json"),
+                        str(final_checkpoint(ctx, trainer)), params.runtime.seed)
+
+
+def restored(params: Params, ctx: StageContext, space: Optional[SearchSpace] = None
+             ) -> tuple[SearchSpace, OneShotStrategy]:
+    """The space, and the search's supernet strategy restored from its
+    final pretrain checkpoint (:class:`SupernetSpec`)."""
+    space = space or build_space(params, ctx)
+    return space, supernet_spec(params, ctx, space).restore(space, ctx.device)
 
 
 def pick_epochs(found: list[tuple[int, Path]], epochs: Optional[list[int]]) -> list[tuple[int, Path]]:

@@ -11,13 +11,22 @@ from typing import Any
 
 import yaml
 
-from nas_core.config import ParamsError, Params, load_params
+from nas_core.config import Params, ParamsError, load_params
 from nas_core.io import atomic_dir
 from nas_core.runtime import resolve_device, seed_everything, set_threads
-from tasks.nas import chosen_sections
 from tasks.context import ARTIFACTS, FanOut, StageContext, in_order
-from tasks.tracking import (FLOW_RUN_ENV, PARENT_ENV, RunLogger, check_server, dataset_inputs,
-                            dvc_lock_entry_hash, git_commit, tracking_uri, write_stage_metrics)
+from tasks.nas import chosen_sections
+from tasks.tracking import (
+    FLOW_RUN_ENV,
+    PARENT_ENV,
+    RunLogger,
+    check_server,
+    dataset_inputs,
+    dvc_lock_entry_hash,
+    git_commit,
+    tracking_uri,
+    write_stage_metrics,
+)
 
 COMMON_SECTIONS = ("data", "runtime")
 
@@ -40,7 +49,7 @@ def load_stage_module(name: str, root: Path) -> ModuleType:
     known = stage_names(root)
     if name not in known:
         raise ParamsError(f"stage {name!r}: not in dvc.yaml (stages: {', '.join(known) or 'none'})")
-    return importlib.import_module(f"tasks.{name}")
+    return importlib.import_module(f"tasks.stages.{name}")
 
 
 def start_stage_run(module: ModuleType, name: str, params: Params, root: Path) -> RunLogger:

@@ -24,15 +24,15 @@ from typing import Any, Optional
 import torch
 
 from nas_core.config import DataConfig, Params
-from nas_core.data import DataError
 from nas_core.evaluators import EVALUATORS, EvalData, create_evaluator
 from nas_core.io import atomic_path
 from nas_core.spaces import SearchSpace
-from nas_core.strategies.multi_trial import (MultiTrialStrategy, SupernetSpec, Trial, TrialRequest,
-                                             evaluate_trial)
+from nas_core.strategies import SupernetSpec
+from nas_core.strategies.multi_trial import MultiTrialStrategy, Trial, TrialRequest, evaluate_trial
 from nas_core.strategies.trial_table import read_trials, trial_frame, write_trials
+from tasks.context import StageContext
 from tasks.live import LiveRun, epoch_callback
-from tasks.nas import build_strategy, build_trainer, final_checkpoint, fingerprint
+from tasks.nas import fingerprint, supernet_spec
 from tasks.placement import threads_per_task, worker_device
 from tasks.worker_cache import per_thread, subset_splits
 
@@ -86,28 +86,24 @@ def final_metrics(result: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in result["metrics"].items() if k not in set(result.get("live_keys", ()))}
 
 
-def supernet_spec(params: Params, ctx: Any, space: SearchSpace, evaluator: str) -> Optional[SupernetSpec]:
+def evaluator_supernet(params: Params, ctx: StageContext, space: SearchSpace, evaluator: str) -> Optional[SupernetSpec]:
     """The search's pretrained supernet (tasks.nas.build_trainer: the final
     pretrain checkpoint), when ``evaluator`` needs one."""
     if not EVALUATORS.get(evaluator).needs_supernet:
         return None
-    trainer = build_trainer(params, ctx, space, build_strategy(params, ctx, space))
-    if trainer is None:
-        raise DataError(f"evaluator {evaluator!r} needs a supernet, but strategies.{params.search.strategy} "
-                        "trains none (set its `supernet` key, or choose another evaluator)")
-    return SupernetSpec(trainer.name, getattr(params.strategies, trainer.name).model_dump(mode="json"),
-                        str(final_checkpoint(ctx, trainer)), params.runtime.seed)
+    return supernet_spec(params, ctx, space)
 
 
 class TrialRounds:
     """The ``evaluate`` and ``on_round`` callbacks of a search: fan a round
     out with a nested MLflow run per trial, then record it."""
 
-    def __init__(self, params: Params, ctx: Any, strategy: MultiTrialStrategy, table_key: str, bar: Any) -> None:
+    def __init__(self, params: Params, ctx: StageContext, strategy: MultiTrialStrategy, table_key: str,
+                 bar: Any) -> None:
         self.params, self.ctx, self.strategy, self.key, self.bar = params, ctx, strategy, table_key, bar
         name = strategy.config.evaluator
         self.evaluator = (name, getattr(params.evaluators, name).model_dump(mode="json"))
-        self.supernet = supernet_spec(params, ctx, strategy.space, name)
+        self.supernet = evaluator_supernet(params, ctx, strategy.space, name)
 
     def job(self, request: TrialRequest, log: Any, name: str) -> TrialJob:
         p, ctx = self.params, self.ctx
@@ -151,7 +147,7 @@ def record(out: Path, strategy: MultiTrialStrategy, key: str) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def run_search(params: Params, ctx: Any, strategy: MultiTrialStrategy) -> list[Trial]:
+def run_search(params: Params, ctx: StageContext, strategy: MultiTrialStrategy) -> list[Trial]:
     """Every trial of the search, resuming from a recorded table."""
     evaluator = strategy.config.evaluator
     key = fingerprint(params, ctx, strategy.space, evaluators={evaluator: getattr(params.evaluators, evaluator)

@@ -3,4 +3,4 @@ from nas_core.data.sources import SOURCES, DataError, DataSource, load_source, m
 from nas_core.data.subset import SPLITS, SplitIndices, load_splits, make_splits, weight_split, write_splits
 
 __all__ = ["SOURCES", "SPLITS", "DataError", "DataSource", "SplitIndices", "load_source", "load_splits",
-           "make_splits", "materialize_digits", "write_splits"]
+           "make_splits", "materialize_digits", "weight_split", "write_splits"]

@@ -38,7 +38,8 @@ class SplitIndices:
     test_in_pool: bool
 
 
-def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, key: str) -> tuple[np.ndarray, np.ndarray]:
+def _stratified(idx: np.ndarray, labels: np.ndarray, fraction: float, seed: int, key: str
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Split ``idx`` into (kept ``fraction``, rest), stratified by label."""
     if fraction >= 1.0:
         return idx, idx[:0]

@@ -102,6 +102,12 @@ def sample_in_chunks(draw: Callable[[np.random.Generator, int], np.ndarray], num
     return SampleResult(archs=archs, counts=counts)
 
 
+def constrains_tokens(space: "SearchSpace") -> bool:
+    """Whether ``space`` narrows :meth:`SearchSpace.allowed_tokens` (a
+    generator may skip masking where it does not)."""
+    return type(space).allowed_tokens is not SearchSpace.allowed_tokens
+
+
 def count_parameters(module: nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
 
@@ -114,6 +120,11 @@ class SearchSpace(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[Section]]
+    #: The family whose genotype format and supernet the space shares: a
+    #: strategy written for a family (the DARTS family for ``"cell"``) runs
+    #: on every registered space of it, so a new cell-like space declares
+    #: ``family = "cell"`` instead of being added to each strategy.
+    family: ClassVar[str]
 
     @classmethod
     @abstractmethod
@@ -154,6 +165,15 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def decode(self, row: np.ndarray) -> Any: ...
+
+    def allowed_tokens(self, position: int, prefixes: np.ndarray) -> np.ndarray:
+        """(n, ``encoding_bounds()[position]``) bool: the values entry
+        ``position`` may take after each of n rows' first ``position``
+        entries (``prefixes``, (n, position)). Every in-bounds value by
+        default; a space whose rows are constrained (the cell spaces'
+        canonical order) narrows it, so a token-by-token generator (``rl``,
+        ``nao``) emits only rows :meth:`decode` accepts."""
+        return np.ones((len(prefixes), int(self.encoding_bounds()[position])), dtype=bool)
 
     def label(self, genotype: Any) -> str:
         """One readable line (CSV rows, MLflow params)."""

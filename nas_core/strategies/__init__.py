@@ -1,7 +1,7 @@
 """Search strategies, one file each, registered by name in STRATEGIES on
 import; built only through create_strategy (nas_core.strategies.base)."""
 from nas_core.strategies.base import (STRATEGIES, OneShotStrategy, SearchData, SearchResult, SearchStrategy,
-                                      StrategyError, create_strategy, strategy_config)
+                                      StrategyError, SupernetSpec, create_strategy, strategy_config)
 
 # One import per strategy module (importing registers it).
 # -- strategy modules --
@@ -16,4 +16,4 @@ from nas_core.strategies import enas  # noqa: F401,E402
 from nas_core.strategies import nao  # noqa: F401,E402
 
 __all__ = ["STRATEGIES", "SearchStrategy", "OneShotStrategy", "SearchData", "SearchResult", "StrategyError",
-           "create_strategy", "strategy_config"]
+           "SupernetSpec", "create_strategy", "strategy_config"]

@@ -8,7 +8,8 @@ Every strategy class declares
 * ``name`` (its key in :data:`STRATEGIES` and its params section
   ``strategies.<name>``), ``Config`` (the pydantic model of that section,
   defaults = its paper's published settings where they fit a CPU run) and
-  ``spaces`` (the names of the search spaces it can search);
+  ``spaces`` (the search spaces it can search: :class:`SpacesOf` the
+  space family it is written for);
 * ``kind``: ``"one_shot"`` (:class:`OneShotStrategy`: trains a supernet, a
   checkpoint per epoch, in the pretrain stage; derives in the search stage)
   or ``"multi_trial"`` (nas_core.strategies.multi_trial: trials through an
@@ -25,6 +26,7 @@ from typing import Any, ClassVar, Hashable, Mapping, Optional, Protocol, Sequenc
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from nas_core.registry import Registry
@@ -77,6 +79,22 @@ class OneShotConfig(Section):
     weight_fraction: float = Field(0.5, gt=0.0, lt=1.0)
     batch_size: int = Field(64, ge=1)
     arch_batch_size: Optional[int] = Field(None, ge=1)
+
+
+class SpacesOf:
+    """``spaces`` of a strategy: every registered space of ``families``
+    (:attr:`nas_core.spaces.base.SearchSpace.family`), or every registered
+    space when none is given; evaluated on access, so spaces registered
+    later count. A strategy asks for the family it is written for, never
+    for a space by name."""
+
+    def __init__(self, *families: str) -> None:
+        self.families = families
+
+    def __get__(self, obj: Any, owner: Any) -> tuple[str, ...]:
+        from nas_core.spaces import SPACES
+
+        return tuple(n for n in SPACES.names() if not self.families or SPACES.get(n).family in self.families)
 
 
 class SearchStrategy(ABC):
@@ -231,3 +249,40 @@ def create_strategy(name: str, space: Any, params: Any = None, device: torch.dev
     if is_distributed():
         cls = cls.data_parallel()
     return cls(space, config, torch.device(device), seed)
+
+
+@dataclass(frozen=True)
+class SupernetSpec:
+    """A trained one-shot strategy as any process rebuilds it: the
+    strategy's name, its params section ``config``, ``seed`` and a pretrain
+    ``checkpoint`` file. The one way a trained supernet is restored (the
+    search and dcnas_features stages, the ``supernet`` evaluator's workers);
+    picklable, so fan-out items carry it."""
+
+    strategy: str
+    config: dict[str, Any]
+    checkpoint: str
+    seed: int = 0
+
+    def restore(self, space: Any, device: Any) -> "OneShotStrategy":
+        """The strategy with the checkpoint's whole state (weights,
+        architecture parameters, optimisers, RNG states)."""
+        from nas_core.train.checkpoint import load_checkpoint
+
+        strategy = self._built(space, device)
+        strategy.load_state_dict(load_checkpoint(self.checkpoint))
+        return strategy
+
+    def load(self, space: Any, device: Any) -> nn.Module:
+        """Only the supernet with the checkpoint's weights (the process's
+        RNG and no optimiser touched), on ``device``."""
+        from nas_core.train.checkpoint import load_checkpoint
+
+        return self._built(space, device).load_supernet(load_checkpoint(self.checkpoint)).to(device)
+
+    def _built(self, space: Any, device: Any) -> "OneShotStrategy":
+        strategy = create_strategy(self.strategy, space, self.config, device, self.seed)
+        if not isinstance(strategy, OneShotStrategy):
+            raise StrategyError(f"strategy {self.strategy!r} trains no supernet")
+        strategy.setup(None)
+        return strategy

@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import resource
 import time
-from typing import Any, ClassVar, Iterator, Literal, Mapping, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
@@ -47,11 +46,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from nas_core.sections import CrossFieldError, Section
 from nas_core.spaces.cell import KINDS, NUM_EDGES, SKIP, CellGenotype, CellSpace, derive_genotype
-from nas_core.strategies.base import STRATEGIES, OneShotConfig, OneShotStrategy, SearchData, SearchResult
+from nas_core.strategies.base import STRATEGIES, OneShotConfig, OneShotStrategy, SearchData, SearchResult, SpacesOf
 from nas_core.strategies.data_parallel import ResumeFromRank0
 from nas_core.supernet.cell import ArchParams, MixWeights, SearchNetwork, full_edge_ops
+from nas_core.train.checkpoint import rng_state, set_rng_state
 from nas_core.train.distributed import average_over_ranks, broadcast_, mean_over_ranks, sync_buffers
-from nas_core.train.loop import check_finite
+from nas_core.train.loop import check_finite, forever, memory_metrics
 
 
 class DartsFamilyConfig(OneShotConfig):
@@ -105,7 +105,7 @@ class DartsStrategy(OneShotStrategy):
     is the :class:`SearchNetwork`, ``self.arch`` alpha (and beta)."""
 
     name = "darts"
-    spaces = ("cell",)
+    spaces = SpacesOf("cell")
     space_type: ClassVar[type] = CellSpace  # the space class a subclass searches (DNAS-CAM: the global cell space)
     Config = DartsConfig
 
@@ -254,7 +254,7 @@ class DartsStrategy(OneShotStrategy):
         extra = self.before_epoch(epoch)
         self.supernet.train()
         update_arch = self.updates_arch(epoch)
-        arch_batches = _forever(data.train_a)
+        arch_batches = forever(data.train_a)
         total = correct = seen = 0
         start, steps = time.perf_counter(), 0
         if self.device.type == "cuda":
@@ -333,7 +333,7 @@ class DartsStrategy(OneShotStrategy):
         state = {"supernet": self.supernet.state_dict(), "arch": self.arch.state_dict(),
                  "w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(),
                  "sched": self.sched.state_dict(), "epoch": self.epoch,
-                 "history": [dict(h) for h in self.history], **torch_rng_state()}
+                 "history": [dict(h) for h in self.history], "rng": rng_state()}
         return copy.deepcopy(state)  # a snapshot: later steps must not change it
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -343,47 +343,11 @@ class DartsStrategy(OneShotStrategy):
         self.a_opt.load_state_dict(state["a_opt"])
         self.sched.load_state_dict(state["sched"])
         self.epoch, self.history = int(state["epoch"]), [dict(h) for h in state["history"]]
-        set_torch_rng_state(state)
-
-
-def torch_rng_state() -> dict[str, Any]:
-    """torch's CPU (and CUDA) RNG states under the keys a one-shot
-    checkpoint stores them (``torch_rng``, ``cuda_rng``)."""
-    state = {"torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_torch_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+        set_rng_state(state["rng"])
 
 
 def _zero_if_none(g: Optional[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(p) if g is None else g
-
-
-def _forever(loader: DataLoader, name: str = "train_a") -> Iterator:
-    """``loader``'s batches, epoch after epoch; an empty ``loader`` is an
-    error naming it (``name``)."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError(f"the {name} loader is empty: no batch to draw")
-
-
-def memory_metrics(device: torch.device) -> dict[str, float]:
-    """Peak resident memory of the process (MB; Linux reports KiB) and, on
-    CUDA, the peak allocated since the epoch started."""
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device.type == "cuda":
-        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
 
 
 # ---------------------------------------------------------------- torchrun

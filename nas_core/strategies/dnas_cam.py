@@ -44,7 +44,7 @@ from nas_core.sections import CrossFieldError
 from nas_core.spaces.cell import SKIP
 from nas_core.spaces.global_cell import GlobalCellGenotype, GlobalCellSpace, derive_global
 from nas_core.spaces.global_cell.tables import make_tables
-from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult
+from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult, SpacesOf
 from nas_core.strategies.darts import DartsFamilyConfig, DartsStrategy, SecondOrderKeys
 from nas_core.supernet.cell import MixWeights
 from nas_core.supernet.global_cell import CamArchParams, GlobalSearchNetwork, zero_one_loss
@@ -76,7 +76,7 @@ class DnasCamStrategy(DartsStrategy):
     :class:`CamArchParams`."""
 
     name = "dnas_cam"
-    spaces = ("global_cell",)
+    spaces = SpacesOf("global_cell")
     space_type = GlobalCellSpace
     Config = DnasCamConfig
 

@@ -61,22 +61,21 @@ the RNG states and the history, so a resumed run is bit-identical on the CPU.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch.utils.data import DataLoader
 
 from nas_core.sections import CrossFieldError
 from nas_core.spaces.dso import DSOGenotype, DSOSpace
 from nas_core.spaces.dso.latency import DSOLatencyTable, measure_latency_table
 from nas_core.spaces.dso.plots import blocks_figure, lambda_curves
-from nas_core.strategies.base import STRATEGIES, OneShotConfig, OneShotStrategy, SearchData, SearchResult
+from nas_core.strategies.base import STRATEGIES, OneShotConfig, OneShotStrategy, SearchData, SearchResult, SpacesOf
 from nas_core.supernet.dso import DSOSupernet
 from nas_core.train.checkpoint import rng_state, set_rng_state
-from nas_core.train.loop import check_finite, default_progress, evaluate, reseed
+from nas_core.train.loop import check_finite, default_progress, evaluate, forever, reseed
 
 ARCH_SEED_OFFSET = 2**20
 SECTION = "strategies.dso_nas"
@@ -206,23 +205,12 @@ def budget_gamma(space: DSOSpace, kept: np.ndarray, gamma: float, budget: str,
     raise ValueError(f"{SECTION}.budget = {budget!r}: allowed fixed, flops, mac, latency")
 
 
-def cycle(loader: DataLoader) -> Iterator[Any]:
-    """``loader``'s batches, re-iterating it (a new shuffle) when exhausted."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError("train_a (D_λ) is empty: lower weight_fraction")
-
-
 @STRATEGIES.register("dso_nas")
 class DSONASStrategy(OneShotStrategy):
     """DSO-NAS over a :class:`DSOSpace` (module docstring)."""
 
     name = "dso_nas"
-    spaces = ("dso",)
+    spaces = SpacesOf("dso")
     Config = DSONASConfig
 
     def __init__(self, space: DSOSpace, config: DSONASConfig, device: torch.device, seed: int = 0) -> None:
@@ -285,7 +273,7 @@ class DSONASStrategy(OneShotStrategy):
         searching = epoch >= self.config.warmup_epochs
         reseed(data.train_w, self.seed + epoch)
         reseed(data.train_a, self.seed + epoch + ARCH_SEED_OFFSET)
-        arch = cycle(data.train_a) if searching else None
+        arch = forever(data.train_a, "train_a (D_λ; lower weight_fraction)") if searching else None
         self._epoch_gamma = None  # Eq. 19's γ is adjusted once per epoch
         if searching and self.config.budget == "latency":
             self._epoch_gamma = self.gamma_tensor().cpu().numpy()

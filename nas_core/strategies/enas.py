@@ -88,12 +88,12 @@ from nas_core.sections import CrossFieldError
 from nas_core.spaces.cell import EDGES, KINDS, NUM_INPUTS, NUM_NODES, ZERO, CellGenotype
 from nas_core.spaces.cell.genotype import node_edges
 from nas_core.spaces.cell.sampling import HALF_WIDTH, PICKS
-from nas_core.strategies.base import STRATEGIES, OneShotConfig, SearchData, SearchResult, StrategyError
-from nas_core.strategies.darts import (DartsStrategy, _forever, memory_metrics, set_torch_rng_state,
-                                      torch_rng_state)
-from nas_core.strategies.rl import Controller, cell_mask, inverse_cdf, one_thread, reinforce_step
+from nas_core.strategies.base import STRATEGIES, OneShotConfig, SearchData, SearchResult, SpacesOf, StrategyError
+from nas_core.strategies.darts import DartsStrategy
+from nas_core.strategies.rl import Controller, inverse_cdf, one_thread, reinforce_step
 from nas_core.supernet.cell import MixWeights, SearchNetwork, full_edge_ops
-from nas_core.train.loop import check_finite
+from nas_core.train.checkpoint import rng_state, set_rng_state
+from nas_core.train.loop import check_finite, forever, memory_metrics
 
 
 class EnasConfig(OneShotConfig):
@@ -145,7 +145,7 @@ class EnasStrategy(DartsStrategy):
     :class:`MixWeights` of the current child ``self.child``."""
 
     name = "enas"
-    spaces = ("cell",)
+    spaces = SpacesOf("cell")
     Config = EnasConfig
 
     @classmethod
@@ -166,7 +166,7 @@ class EnasStrategy(DartsStrategy):
             nn.init.uniform_(p, -0.1, 0.1)
         self.controller.to(self.device)
         self.c_opt = torch.optim.Adam(self.controller.parameters(), lr=cfg.lr)
-        self.mask = cell_mask(self.space)
+        self.mask = self.space.allowed_tokens
         self.baseline: Optional[float] = None
         self.best_row: Optional[np.ndarray] = None
         self.child = self.greedy_row()
@@ -214,14 +214,14 @@ class EnasStrategy(DartsStrategy):
         loss, acc, steps = self._train_shared(epoch, data)
         metrics = {"loss": loss, "acc": acc, "w_lr": lr,
                    "step_time_s": (time.perf_counter() - start) / max(steps, 1)}
-        metrics.update(self._train_controller(_forever(data.train_a)))
+        metrics.update(self._train_controller(forever(data.train_a)))
         self.sched.step()
         metrics.update(memory_metrics(self.device))
         if data.val is not None:
             self.child = self.greedy_row()
             metrics.update(self.evaluate(data.val))
         if epoch + 1 == self.num_epochs():
-            metrics.update(self._select(next(_forever(data.train_a))))
+            metrics.update(self._select(next(forever(data.train_a))))
         return metrics
 
     def _train_shared(self, epoch: int, data: SearchData) -> tuple[float, float, int]:
@@ -300,7 +300,7 @@ class EnasStrategy(DartsStrategy):
                  "w_opt": self.w_opt.state_dict(), "c_opt": self.c_opt.state_dict(),
                  "sched": self.sched.state_dict(), "baseline": self.baseline,
                  "best_row": None if self.best_row is None else torch.as_tensor(self.best_row),
-                 "epoch": self.epoch, "history": [dict(h) for h in self.history], **torch_rng_state()}
+                 "epoch": self.epoch, "history": [dict(h) for h in self.history], "rng": rng_state()}
         return copy.deepcopy(state)  # a snapshot: later steps must not change it
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -313,7 +313,7 @@ class EnasStrategy(DartsStrategy):
         self.best_row = None if state["best_row"] is None else state["best_row"].cpu().numpy().astype(np.int64)
         self.epoch, self.history = int(state["epoch"]), [dict(h) for h in state["history"]]
         self.child = self.greedy_row()
-        set_torch_rng_state(state)
+        set_rng_state(state["rng"])
 
 
 def _torch_draw(probs: np.ndarray) -> np.ndarray:

@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from nas_core.sections import CrossFieldError
-from nas_core.strategies.base import STRATEGIES
-from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, SpacesProviding, Trial
+from nas_core.strategies.base import STRATEGIES, SpacesOf
+from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, Trial
 
 
 class EvolutionConfig(MultiTrialConfig):
@@ -47,7 +47,7 @@ class EvolutionConfig(MultiTrialConfig):
 class AgingEvolution(MultiTrialStrategy):
     name = "evolution"
     Config = EvolutionConfig
-    spaces = SpacesProviding("random", "mutate")
+    spaces = SpacesOf()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -51,12 +51,19 @@ from torch import nn
 
 from nas_core.sections import CrossFieldError
 from nas_core.spaces.layerwise import LayerwiseGenotype, LayerwiseSpace, measure_latency_table, theta_heatmap
-from nas_core.strategies.base import STRATEGIES, OneShotConfig, OneShotStrategy, SearchData, SearchResult
+from nas_core.strategies.base import STRATEGIES, OneShotConfig, OneShotStrategy, SearchData, SearchResult, SpacesOf
 from nas_core.strategies.data_parallel import ResumeFromRank0
 from nas_core.supernet.layerwise import LayerwiseSupernet
 from nas_core.train.checkpoint import rng_state, set_rng_state
-from nas_core.train.distributed import (LossModule, broadcast_, broadcast_object, is_distributed, is_main,
-                                        quiet_progress, wrap_ddp)
+from nas_core.train.distributed import (
+    LossModule,
+    broadcast_,
+    broadcast_object,
+    is_distributed,
+    is_main,
+    quiet_progress,
+    wrap_ddp,
+)
 from nas_core.train.loop import default_progress, evaluate, reseed, train_one_epoch
 
 ARCH_SEED_OFFSET = 2**20
@@ -112,7 +119,7 @@ class FBNetStrategy(OneShotStrategy):
     ``self.supernet`` is its :class:`LayerwiseSupernet` (θ included)."""
 
     name = "fbnet"
-    spaces = ("layerwise",)
+    spaces = SpacesOf("layerwise")
     Config = FBNetConfig
 
     def __init__(self, space: LayerwiseSpace, config: FBNetConfig, device: torch.device, seed: int = 0) -> None:

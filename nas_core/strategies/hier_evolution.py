@@ -17,9 +17,10 @@ trials. Rounds of ``batch`` children as in nas_core.strategies.multi_trial.
 from __future__ import annotations
 
 import math
+
 from pydantic import Field
 
-from nas_core.strategies.base import STRATEGIES
+from nas_core.strategies.base import STRATEGIES, SpacesOf
 from nas_core.strategies.evolution import AgingEvolution
 from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, Trial
 
@@ -40,7 +41,7 @@ class HierarchicalEvolution(AgingEvolution):
 
     name = "hier_evolution"
     Config = HierEvolutionConfig
-    spaces = ("hierarchical",)
+    spaces = SpacesOf("hierarchical")
 
     def observe(self, trials: list[Trial]) -> None:
         MultiTrialStrategy.observe(self, trials)  # the population is every trial: nothing ages out

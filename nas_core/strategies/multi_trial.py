@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
@@ -42,28 +41,12 @@ from pydantic import Field
 
 from nas_core.evaluators import EVALUATORS, EvaluatorName
 from nas_core.sections import Section
-from nas_core.spaces import SPACES, SearchSpace
-from nas_core.strategies.base import STRATEGIES, SearchResult, SearchStrategy, StrategyError
+from nas_core.strategies.base import STRATEGIES, SearchResult, SearchStrategy, SpacesOf, StrategyError
 from nas_core.strategies.trial_plots import best_so_far_figure, pareto_figure
 from nas_core.strategies.trial_table import Trial, TrialRequest
 
 AUTO = "auto"
 NONE = "none"
-
-
-class SpacesProviding:
-    """``spaces`` of a strategy that runs on every registered space whose
-    class implements ``methods`` of the SearchSpace protocol (evaluated on
-    access, so spaces registered later count)."""
-
-    def __init__(self, *methods: str) -> None:
-        self.methods = methods
-
-    def __get__(self, obj: Any, owner: Any) -> tuple[str, ...]:
-        def provides(cls: type) -> bool:
-            return all(getattr(cls, m, None) is not getattr(SearchSpace, m, None) for m in self.methods)
-
-        return tuple(n for n in SPACES.names() if provides(SPACES.get(n)))
 
 
 class MultiTrialConfig(Section):
@@ -100,7 +83,7 @@ class MultiTrialStrategy(SearchStrategy):
 
     kind = "multi_trial"
     Config: ClassVar[type[Section]] = MultiTrialConfig
-    spaces = SpacesProviding("random")
+    spaces = SpacesOf()  # every space: a trial needs only the SearchSpace protocol
 
     def __init__(self, space: Any, config: Any, device: Any, seed: int = 0) -> None:
         super().__init__(space, config, device, seed)
@@ -223,26 +206,6 @@ class MultiTrialStrategy(SearchStrategy):
         trials = result.extras["trials"]
         return {"best_so_far.png": best_so_far_figure(trials, self.name),
                 "pareto.png": pareto_figure(trials, self.name), **super().figures(result)}
-
-
-@dataclass(frozen=True)
-class SupernetSpec:
-    """How a worker rebuilds the trained supernet a ``supernet`` evaluator
-    needs: the one-shot strategy's name and config and the checkpoint file
-    of the pretrain stage."""
-
-    strategy: str
-    config: dict[str, Any]
-    checkpoint: str
-    seed: int = 0
-
-    def load(self, space: SearchSpace, device: Any) -> Any:
-        from nas_core.strategies.base import create_strategy
-        from nas_core.train.checkpoint import load_checkpoint
-
-        trainer = create_strategy(self.strategy, space, self.config, device, self.seed)
-        trainer.setup(None)
-        return trainer.load_supernet(load_checkpoint(self.checkpoint)).to(device)
 
 
 def evaluate_trial(evaluator: Any, request: TrialRequest, data: Any, supernet: Any = None) -> dict[str, Any]:

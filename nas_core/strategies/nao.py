@@ -38,8 +38,9 @@ Choices where the paper is vague or does not fit, stated:
   the earlier positions' bounds, like NAO's vocabulary of input and op
   tokens with offsets), and position j's softmax runs over its own columns
   only, so a decode is always in bounds.
-* Invalid decodes. On the cell spaces the decoder is masked with rl's
-  ``cell_mask`` (in training and decoding), so every decode is a canonical,
+* Invalid decodes. Where the space constrains its rows
+  (``space.allowed_tokens``: the cell spaces' canonical order) the decoder
+  is masked with them (in training and decoding), so every decode is a
   valid row. On other spaces a decode ``space.decode`` rejects is replaced
   by ``space.mutate`` of the seed architecture it was moved from (a valid
   neighbour of the point NAO started at), then tested for novelty.
@@ -72,7 +73,7 @@ rejected, the eta at which its seed was mutated).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import torch
@@ -80,10 +81,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from nas_core.spaces.base import GenotypeError
-from nas_core.strategies.base import STRATEGIES, StrategyError
-from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, SpacesProviding, Trial
-from nas_core.strategies.rl import MASKS, Mask, one_thread
+from nas_core.spaces.base import GenotypeError, constrains_tokens
+from nas_core.strategies.base import STRATEGIES, SpacesOf, StrategyError
+from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, Trial
+from nas_core.strategies.rl import Mask, one_thread
 
 
 class NAOConfig(MultiTrialConfig):
@@ -206,12 +207,11 @@ class NAOModel(nn.Module):
 class NeuralArchitectureOptimization(MultiTrialStrategy):
     name = "nao"
     Config = NAOConfig
-    spaces = SpacesProviding("encode", "decode")
+    spaces = SpacesOf()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        make_mask: Optional[Callable[[Any], Mask]] = MASKS.get(self.space.name)
-        self.mask = make_mask(self.space) if make_mask else None
+        self.mask: Optional[Mask] = self.space.allowed_tokens if constrains_tokens(self.space) else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.model = NAOModel(self.space.encoding_bounds(), self.config.embedding, self.config.hidden,

@@ -57,7 +57,7 @@ from threadpoolctl import threadpool_limits
 
 from nas_core.spaces.cell.genotype import NUM_INPUTS, NUM_NODES, SKIP
 from nas_core.spaces.cell.sampling import HALF_WIDTH
-from nas_core.strategies.base import STRATEGIES, StrategyError
+from nas_core.strategies.base import STRATEGIES, SpacesOf, StrategyError
 from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, Trial
 
 
@@ -117,7 +117,7 @@ class Surrogate:
 class ProgressiveNAS(MultiTrialStrategy):
     name = "pnas"
     Config = PNASConfig
-    spaces = ("cell",)
+    spaces = SpacesOf("cell")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nas_core.strategies.base import STRATEGIES
-from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, SpacesProviding
+from nas_core.strategies.base import STRATEGIES, SpacesOf
+from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy
 
 
 class RandomConfig(MultiTrialConfig):
@@ -20,7 +20,7 @@ class RandomConfig(MultiTrialConfig):
 class RandomSearch(MultiTrialStrategy):
     name = "random"
     Config = RandomConfig
-    spaces = SpacesProviding("random")
+    spaces = SpacesOf()
 
     def propose(self, count: int) -> list[Any]:
         return [self.space.random(self.rng) for _ in range(count)]

@@ -18,12 +18,13 @@ before the round; b then takes each R_i in index order,
 
 Choices where the papers are vague or do not fit, stated:
 
-* Invalid tokens. Some spaces reject some token vectors in ``decode``. On
-  the cell space the controller is masked so every sample is valid (a
-  node's first input is not its last candidate, the second input is larger
-  than the first, ``none`` is never an op: the space's canonical rows). On
-  other spaces every in-bounds token may be drawn, and a child that
-  ``decode`` rejects (GenotypeError) is drawn again, at most
+* Invalid tokens. Some spaces reject some token vectors in ``decode``. The
+  controller draws each token among the space's ``allowed_tokens`` (on the
+  cell spaces a node's first input is not its last candidate, the second
+  input is larger than the first, ``none`` is never an op: the canonical
+  rows), so every sample there is valid. Where a space allows every
+  in-bounds token, a child that ``decode`` rejects (GenotypeError) is
+  drawn again, at most
   ``max_resamples`` times, then a StrategyError.
 * The baseline starts at the first round's mean reward (NASNet and ENAS
   start it at 0, which for a budget of a few dozen trials makes the first
@@ -54,10 +55,8 @@ from pydantic import Field
 from torch import nn
 
 from nas_core.spaces.base import GenotypeError
-from nas_core.spaces.cell.genotype import NUM_INPUTS, ZERO
-from nas_core.spaces.cell.sampling import HALF_WIDTH
-from nas_core.strategies.base import STRATEGIES, StrategyError
-from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, SpacesProviding, Trial
+from nas_core.strategies.base import STRATEGIES, SpacesOf, StrategyError
+from nas_core.strategies.multi_trial import MultiTrialConfig, MultiTrialStrategy, Trial
 
 Mask = Callable[[int, np.ndarray], np.ndarray]
 
@@ -142,29 +141,6 @@ def reinforce_step(controller: Controller, optimizer: torch.optim.Optimizer, mas
     return float(entropy.detach().mean())
 
 
-def free_mask(bounds: np.ndarray) -> Mask:
-    """Every in-bounds token allowed."""
-    return lambda j, prefix: np.ones((len(prefix), int(bounds[j])), dtype=bool)
-
-
-def cell_mask(space: Any) -> Mask:
-    """The cell space's canonical rows (sampling.py): per node
-    (input_a, op_a, input_b, op_b) with input_a < input_b, ops not ``none``."""
-    bounds = space.encoding_bounds()
-    zero = space.op_names.index(ZERO) if ZERO in space.op_names else -1
-
-    def mask(j: int, prefix: np.ndarray) -> np.ndarray:
-        vocab, field = np.arange(int(bounds[j])), (j % HALF_WIDTH) % 4
-        node = NUM_INPUTS + (j % HALF_WIDTH) // 4
-        if field % 2:
-            return np.broadcast_to(vocab != zero, (len(prefix), len(vocab))).copy()
-        if field == 0:
-            return np.broadcast_to(vocab < node - 1, (len(prefix), len(vocab))).copy()
-        return vocab[None, :] > prefix[:, j - 2][:, None]
-
-    return mask
-
-
 @contextmanager
 def one_thread() -> Iterator[None]:
     """Torch on one intra-op thread for the controller's tiny steps (on a
@@ -178,20 +154,16 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-MASKS: dict[str, Callable[[Any], Mask]] = {"cell": cell_mask, "global_cell": cell_mask}  # the cell row format
-
-
 @STRATEGIES.register("rl")
 class ReinforceController(MultiTrialStrategy):
     name = "rl"
     Config = RLConfig
-    spaces = SpacesProviding("encode", "decode")
+    spaces = SpacesOf()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         bounds = self.space.encoding_bounds()
-        make_mask = MASKS.get(self.space.name)
-        self.mask = make_mask(self.space) if make_mask else free_mask(bounds)
+        self.mask: Mask = self.space.allowed_tokens
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.controller = Controller(bounds, self.config.hidden).to(self.device)

@@ -71,10 +71,17 @@ from torch.nn import functional as F
 from nas_core.spaces.cell import KINDS, NUM_EDGES, ZERO, CellGenotype, derive_genotype
 from nas_core.strategies.base import STRATEGIES, SearchData, SearchResult, StrategyError
 from nas_core.strategies.darts import DartsFamilyConfig, DartsStrategy
-from nas_core.strategies.stacnas_clustering import (OpGroup, candidate_ops, cluster_ops, confusion_draws, group_labels,
-                                                    network_confusion, operator_correlation, plot_correlation,
-                                                    published_groups)
+from nas_core.strategies.stacnas_clustering import (
+    OpGroup,
+    candidate_ops,
+    cluster_ops,
+    group_labels,
+    operator_correlation,
+    plot_correlation,
+    published_groups,
+)
 from nas_core.supernet.cell import MixWeights, SearchNetwork, full_edge_ops
+from nas_core.train.confusion import confusion_draws, network_confusion
 
 PHASES = ("cluster", "stage1", "stage2")
 
@@ -256,6 +263,11 @@ class StacNasStrategy(DartsStrategy):
         self.a_opt.step()
         return float(loss.detach()), int((logits.argmax(1) == y).sum())
 
+    @staticmethod
+    def _with_mixes(net: torch.nn.Module, mixes: list[MixWeights]) -> Any:
+        """``net``'s forward with the stage's op mixes."""
+        return lambda x: net(x, *mixes)
+
     def _draws(self, loader) -> list[list[Any]]:
         return confusion_draws(loader, self.config.zeta_iterations, self.config.zeta_batches)
 
@@ -283,7 +295,7 @@ class StacNasStrategy(DartsStrategy):
             for depth in c.depth_candidates:
                 net = SearchNetwork(self.op_names, self.space.input_channels, self.space.num_classes,
                                     c.init_channels, depth, self.edge_ops).to(self.device)
-                out[f"zeta_depth_{depth}"] = network_confusion(net, lambda x: net(x, *mixes), draws, self.device)
+                out[f"zeta_depth_{depth}"] = network_confusion(net, self._with_mixes(net, mixes), draws, self.device)
         target = out["zeta_final_init"]
         self.stage1_cells = min(c.depth_candidates, key=lambda d: (abs(out[f"zeta_depth_{d}"] - target), d))
         self.depth_matched = True

@@ -41,8 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nas_core.spaces.cell.genotype import EDGES, KINDS, NODES, NUM_INPUTS, NUM_NODES, SKIP, ZERO, edge_index, \
-    node_edges
+from nas_core.spaces.cell.genotype import EDGES, KINDS, NODES, NUM_INPUTS, NUM_NODES, SKIP, ZERO, edge_index, node_edges
 from nas_core.spaces.cell.network import STEM_MULTIPLIER, cell_plan, channel_shuffle, preprocess, stem
 from nas_core.spaces.cell.ops import is_pool, make_op
 from nas_core.spaces.cell.sampling import HALF_WIDTH, PICKS, ROW_WIDTH, check_cell_rows

@@ -97,7 +97,8 @@ def quarantine(path: Path) -> None:
             os.replace(p, p.with_name(p.name + ".corrupt"))
 
 
-def latest_good_checkpoint(directory: str | os.PathLike, map_location: Any = "cpu") -> tuple[int, dict[str, Any]] | None:
+def latest_good_checkpoint(directory: str | os.PathLike, map_location: Any = "cpu"
+                           ) -> tuple[int, dict[str, Any]] | None:
     """The newest checkpoint that loads, as (epoch, state); None if none."""
     for epoch, path in reversed(list_checkpoints(directory)):
         try:
@@ -152,6 +153,12 @@ def run_resumable(strategy: Any, data: Any, directory: str | os.PathLike, finger
     state = resume_state(directory, fingerprint)
     saver = CheckpointCallback(directory, fingerprint)
     return strategy.run(data, callbacks=[saver, *callbacks], state=state)
+
+
+#: The layout of the strategy states in checkpoints; part of the resume fingerprint (tasks.nas), so a
+#: checkpoint of another layout is discarded, never half-loaded. 2: every strategy keeps its RNG
+#: states under "rng" (:func:`rng_state`).
+STATE_FORMAT = 2
 
 
 def rng_state() -> dict[str, Any]:

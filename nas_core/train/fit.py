@@ -51,8 +51,17 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from nas_core.train.distributed import (is_distributed, is_main, mean_over_ranks, quiet_progress, rank_share,
-                                        shard_loader, sum_over_ranks, sync_buffers, wrap_ddp)
+from nas_core.train.distributed import (
+    is_distributed,
+    is_main,
+    mean_over_ranks,
+    quiet_progress,
+    rank_share,
+    shard_loader,
+    sum_over_ranks,
+    sync_buffers,
+    wrap_ddp,
+)
 from nas_core.train.loop import Progress, evaluate, make_loader, train_one_epoch
 
 _RNG_LOCK = threading.RLock()

@@ -9,7 +9,8 @@ error messages; ``check_finite`` stops at the first NaN/inf loss.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Optional
+import resource
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,27 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                       drop_last=drop_last, generator=torch.Generator().manual_seed(seed),
                       persistent_workers=False)
+
+
+def forever(loader: DataLoader, name: str = "train_a") -> Iterator[Any]:
+    """``loader``'s batches, epoch after epoch (a shuffling loader
+    reshuffles); an empty ``loader`` is an error naming it (``name``)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError(f"the {name} loader is empty: no batch to draw")
+
+
+def memory_metrics(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of the process (MB; Linux reports KiB) and, on
+    CUDA, the peak allocated since the epoch started."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 def reseed(loader: DataLoader, seed: int) -> None:

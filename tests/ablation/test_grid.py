@@ -6,8 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nas_core.ablation.grid import (Budget, draw_random_search, plan_grid, rs_budget, rs_budget_fraction,
-                                    score_grid, select_cell, within_cluster_tau)
+from nas_core.ablation.grid import (
+    Budget,
+    draw_random_search,
+    plan_grid,
+    rs_budget,
+    rs_budget_fraction,
+    score_grid,
+    select_cell,
+    within_cluster_tau,
+)
 
 S, L, ETA = 40, 6, 4
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-import tasks.dcnas_cluster
-import tasks.dcnas_features
-import tasks.dcnas_sample
-import tasks.evaluate
-import tasks.pretrain
-import tasks.retrain
-import tasks.search
+import tasks.stages.dcnas_cluster
+import tasks.stages.dcnas_features
+import tasks.stages.dcnas_sample
+import tasks.stages.evaluate
+import tasks.stages.pretrain
+import tasks.stages.retrain
+import tasks.stages.search
 from nas_core.io import load_npy
 from nas_core.spaces import make_space
 from nas_core.spaces.export import load_network
@@ -39,9 +39,10 @@ ONE_SHOT = [name for name in STRATEGIES.names() if issubclass(STRATEGIES.get(nam
 PAIRS = sorted({space: next(n for n in ONE_SHOT if space in STRATEGIES.get(n).spaces)
                 for name in ONE_SHOT for space in STRATEGIES.get(name).spaces}.items(), key=lambda p: p[0])
 PAIRS = [(strategy, space) for space, strategy in PAIRS]
-STAGES = (("pretrain", tasks.pretrain), ("search", tasks.search), ("dcnas_sample", tasks.dcnas_sample),
-          ("dcnas_features", tasks.dcnas_features), ("dcnas_cluster", tasks.dcnas_cluster),
-          ("evaluate", tasks.evaluate), ("retrain", tasks.retrain))
+STAGES = (("pretrain", tasks.stages.pretrain), ("search", tasks.stages.search),
+          ("dcnas_sample", tasks.stages.dcnas_sample), ("dcnas_features", tasks.stages.dcnas_features),
+          ("dcnas_cluster", tasks.stages.dcnas_cluster), ("evaluate", tasks.stages.evaluate),
+          ("retrain", tasks.stages.retrain))
 
 
 @pytest.fixture(scope="module", params=PAIRS, ids=[f"{n}-{s}" for n, s in PAIRS])

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from nas_core.dcnas.features import (build_trie, cosine_to_first, extract_output_features, extract_param_features,
-                                     loaded_epochs, path_prefixes, plan_chunk_size, threads_for_chunk)
+from nas_core.dcnas.features import (
+    build_trie,
+    cosine_to_first,
+    extract_output_features,
+    extract_param_features,
+    loaded_epochs,
+    path_prefixes,
+    plan_chunk_size,
+    threads_for_chunk,
+)
 from tests.dcnas.conftest import FakeSupernet, epoch_states
 
 CPU = torch.device("cpu")

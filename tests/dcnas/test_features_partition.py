@@ -12,9 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from nas_core.dcnas.features import (MIN_BATCHED_CHUNK, BatchLimits, assemble_partitions, build_trie,
-                                     extract_output_features, loaded_epochs, node_starts, partition_rows,
-                                     path_prefixes, plan_batched_walk, supernet_trie)
+from nas_core.dcnas.features import (
+    MIN_BATCHED_CHUNK,
+    BatchLimits,
+    assemble_partitions,
+    build_trie,
+    extract_output_features,
+    loaded_epochs,
+    node_starts,
+    partition_rows,
+    path_prefixes,
+    plan_batched_walk,
+    supernet_trie,
+)
 from tasks.live import LiveRun
 from tests.conftest import fd2_to
 from tests.dcnas.conftest import keyed_states
@@ -157,7 +167,7 @@ def stage_jobs(tmp_path_factory):
     from nas_core.strategies import create_strategy
     from nas_core.train.checkpoint import load_checkpoint, save_checkpoint
     from nas_core.train.loop import make_loader
-    from tasks.dcnas_features import CheckpointSet, FeatureJob, ProbeSet
+    from tasks.stages.dcnas_features import CheckpointSet, FeatureJob, ProbeSet
     from tests.tasks.stage_project import make_project, tiny_params
 
     params = tiny_params(subset={"probe_size": PROBE[0]})
@@ -189,7 +199,7 @@ def stage_jobs(tmp_path_factory):
 
 def fanned_out(stage_jobs, runtime):
     from flows.fanout import fan_out
-    from tasks.dcnas_features import extract_partition
+    from tasks.stages.dcnas_features import extract_partition
 
     trie, ranges, jobs, _ = stage_jobs
     results = fan_out(extract_partition, jobs, runtime, flow_name="test-features")
@@ -209,7 +219,7 @@ def progress_lines(err: str, part: str) -> list[int]:
 
 
 def test_a_partition_reports_each_checkpoint_epoch(stage_jobs, capsys):
-    from tasks.dcnas_features import extract_partition
+    from tasks.stages.dcnas_features import extract_partition
 
     extract_partition(stage_jobs[2][0])
     assert progress_lines(capsys.readouterr().err, "features-part000") == [1, 2, 3]

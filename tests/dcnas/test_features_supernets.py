@@ -17,8 +17,14 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from nas_core.dcnas.features import (build_trie, extract_output_features, extract_param_features, loaded_epochs,
-                                     path_prefixes, plan_chunk_size)
+from nas_core.dcnas.features import (
+    build_trie,
+    extract_output_features,
+    extract_param_features,
+    loaded_epochs,
+    path_prefixes,
+    plan_chunk_size,
+)
 from tests.dcnas.conftest import keyed_states
 
 CPU = torch.device("cpu")

@@ -3,8 +3,6 @@ file: exit code 2 and one line naming the file and the missing sections,
 from `nasflow check`, `nasflow stage` and the pipeline's `--set` writer."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 

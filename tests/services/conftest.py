@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from service_procs import HOST, Service, free_port, http_ok
+
 from tests.conftest import REPO, make_project, sh
 
 

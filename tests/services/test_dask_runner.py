@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from dask_jobs import train_tiny
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from service_procs import HOST, Service, free_port, port_open
 
-from dask_jobs import train_tiny
 from flows.runners import make_task_runner, task_resources, worker_env
 from nas_core.config import RuntimeConfig
-from service_procs import HOST, Service, free_port, port_open
 
 pytestmark = pytest.mark.slow
 SEEDS = [0, 1, 2, 3]
@@ -126,7 +126,7 @@ def test_external_scheduler_matches_thread_pool_and_honours_gpu_resources(extern
 
 def test_external_scheduler_per_cluster_evaluation_matches_thread_pool(external_cluster, tmp_path):
     from flows.fanout import fan_out
-    from tasks.evaluate import evaluate_cluster
+    from tasks.stages.evaluate import evaluate_cluster
     from tests.tasks.stage_project import make_project, tiny_params
     from tests.tasks.test_dcnas_fanout import jobs_for, numbers
 

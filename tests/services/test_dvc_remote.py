@@ -7,8 +7,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from service_procs import copy_project
+
 from tests.conftest import REPO, sh
 
 pytestmark = pytest.mark.slow

@@ -8,14 +8,13 @@ stage exits 75 with a clear message and leaves no output behind."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from service_procs import HOST, copy_project, free_port
 
 from flows.pipeline import nas_pipeline
-from service_procs import HOST, copy_project, free_port
 from tests.conftest import sh
 
 pytestmark = pytest.mark.slow
@@ -79,21 +78,22 @@ def test_stage_exits_75_and_writes_nothing_when_server_is_down(template_project,
 
 
 def test_dcnas_stages_log_genotype_and_register_the_model_over_http(mlflow_server, tmp_path, prefect_server):
-    import tasks.dcnas_cluster
-    import tasks.dcnas_features
-    import tasks.dcnas_sample
-    import tasks.evaluate
-    import tasks.pretrain
-    import tasks.retrain
-    import tasks.search
+    import tasks.stages.dcnas_cluster
+    import tasks.stages.dcnas_features
+    import tasks.stages.dcnas_sample
+    import tasks.stages.evaluate
+    import tasks.stages.pretrain
+    import tasks.stages.retrain
+    import tasks.stages.search
     from tasks.tracking import RunLogger
     from tests.tasks.stage_project import make_project, stage_context, tiny_params
 
     params = tiny_params()
     root = make_project(tmp_path / "project", params)
     parent = RunLogger.start(mlflow_server, params.tracking.experiment, "pipeline", root)
-    for module in (tasks.pretrain, tasks.search, tasks.dcnas_sample, tasks.dcnas_features, tasks.dcnas_cluster,
-                   tasks.evaluate, tasks.retrain):
+    stages = tasks.stages
+    for module in (stages.pretrain, stages.search, stages.dcnas_sample, stages.dcnas_features, stages.dcnas_cluster,
+                   stages.evaluate, stages.retrain):
         ctx = stage_context(root, params, module.__name__.split(".")[-1], parent)
         module.run(params, ctx)
         ctx.log.end("FINISHED")

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy
 import yaml
 from packaging.version import Version
-
 from service_procs import HOST, Service, copy_project, free_port, http_ok
+
 from tests.conftest import REPO, sh
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import torch
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.runners import local_cluster_kwargs, make_task_runner
-from tasks.placement import worker_device
 from nas_core.config import RuntimeConfig
+from tasks.placement import worker_device
 
 
 def test_thread_pool_by_default():

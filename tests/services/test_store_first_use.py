@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 import store_writers
+from mlflow.tracking import MlflowClient
 from service_procs import HOST
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from service_procs import free_port
+
 from tests.conftest import REPO, sh
 
 pytestmark = pytest.mark.slow
@@ -51,7 +51,6 @@ def test_two_processes_keep_theta_identical_and_match_one_process(tmp_path):
 
 def test_stage_entry_writes_outputs_and_one_run_from_rank_0(template_project, tmp_path):
     from mlflow.tracking import MlflowClient
-
     from service_procs import copy_project
 
     project = copy_project(template_project, tmp_path / "project")
@@ -68,7 +67,6 @@ def test_stage_entry_writes_outputs_and_one_run_from_rank_0(template_project, tm
 def test_pretrain_stage_under_torchrun_checkpoints_from_rank_0(template_project, tmp_path):
     import yaml
     from mlflow.tracking import MlflowClient
-
     from service_procs import copy_project
 
     project = copy_project(template_project, tmp_path / "project")
@@ -174,7 +172,6 @@ def test_evaluate_and_retrain_under_torchrun_train_each_network_once_from_rank_0
 
     import yaml
     from mlflow.tracking import MlflowClient
-
     from service_procs import copy_project
 
     project = copy_project(template_project, tmp_path / "project")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
-
 from service_procs import HOST, free_port
+
 from tasks.tracking import ServerGuard, TrackingUnavailable
 
 

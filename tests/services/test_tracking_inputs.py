@@ -76,7 +76,7 @@ def test_stage_runs_carry_the_dataset_and_the_experiment_is_model_training(proje
         child.end()
         return {"child": 1.0}
 
-    fake = types.SimpleNamespace(run=fake_run, SECTIONS=("evaluate",), __name__="tasks.evaluate")
+    fake = types.SimpleNamespace(run=fake_run, SECTIONS=("evaluate",), __name__="tasks.stages.evaluate")
     monkeypatch.setattr(tasks.runner, "load_stage_module", lambda name, root: fake)
     run_stage("evaluate", root=project)
     (stage_run,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'stage:evaluate'")

@@ -9,9 +9,23 @@ import pytest
 import torch
 
 from nas_core.spaces import SPACES, GenotypeError, make_space
-from nas_core.spaces.cell import (EDGES, NUM_EDGES, OP_SETS, ROW_WIDTH, SKIP, CellGenotype, CellNetwork, CellSpace,
-                                  cap_skips, derive_cell, derive_genotype, edge_index,
-                                  node_edges, op_set, render_cell)
+from nas_core.spaces.cell import (
+    EDGES,
+    NUM_EDGES,
+    OP_SETS,
+    ROW_WIDTH,
+    SKIP,
+    CellGenotype,
+    CellNetwork,
+    CellSpace,
+    cap_skips,
+    derive_cell,
+    derive_genotype,
+    edge_index,
+    node_edges,
+    op_set,
+    render_cell,
+)
 from nas_core.spaces.cell.ops import CELL_OPS, make_op
 from nas_core.supernet.base import Supernet
 from nas_core.supernet.cell import ArchParams, MixedOp, MixWeights, SearchNetwork, path_mix
@@ -107,7 +121,7 @@ def test_ops_must_belong_to_the_spaces_op_set():
 def test_derivation_keeps_two_strongest_edges_and_never_zero():
     weights = np.full((14, len(S1)), 0.01)
     weights[:, 0] = 0.9  # "none" dominates every edge; it must still be ignored
-    for e, (node, src) in enumerate(EDGES):
+    for e, (_, src) in enumerate(EDGES):
         weights[e, 4] = 0.1 + 0.01 * src  # sep_conv_3x3: later inputs are stronger
     weights[node_edges(5)[0], 7] = 0.5  # node 5 <- input 0 by dil_conv_5x5, the strongest there
     cell = derive_cell(weights, S1)

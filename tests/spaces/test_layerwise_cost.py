@@ -11,8 +11,17 @@ import torch
 
 from nas_core.cost import module_cost
 from nas_core.spaces import make_space
-from nas_core.spaces.layerwise import (OPS, LatencyTable, LayerSpec, LayerwiseGenotype, LayerwiseSpace,
-                                       flops_latency_table, genotype_cost, measure_latency_table, op_cost)
+from nas_core.spaces.layerwise import (
+    OPS,
+    LatencyTable,
+    LayerSpec,
+    LayerwiseGenotype,
+    LayerwiseSpace,
+    flops_latency_table,
+    genotype_cost,
+    measure_latency_table,
+    op_cost,
+)
 from tests.train.one_thread import one_thread  # noqa: F401
 
 SPACE = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from nas_core.spaces import SPACES, GenotypeError, make_space
-from nas_core.spaces.layerwise import (FBNET_PRESETS, OPS, LayerwiseGenotype, LayerwiseSpace,
-                                       flops_latency_table)
+from nas_core.spaces.layerwise import FBNET_PRESETS, OPS, LayerwiseGenotype, LayerwiseSpace, flops_latency_table
 from tests.train.one_thread import one_thread  # noqa: F401
 
 SPACE = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)
@@ -57,7 +56,8 @@ def test_odd_channels_with_groups_is_a_clear_error() -> None:
 def test_imagenet_preset_is_fbnets_22_layer_macro() -> None:
     space = make_space("layerwise", {"preset": "imagenet"}, (3, 224, 224), 1000)
     assert space.num_layers == 22 and space.size == 9 ** 22
-    assert [l.out_channels for l in space.layers] == [16] + [24] * 4 + [32] * 4 + [64] * 4 + [112] * 4 + [184] * 4 + [352]
+    widths = [16] + [24] * 4 + [32] * 4 + [64] * 4 + [112] * 4 + [184] * 4 + [352]
+    assert [layer.out_channels for layer in space.layers] == widths
     assert [i for i, l in enumerate(space.layers) if l.stride == 2] == [1, 5, 9, 17]
     assert space.final_hw() == (7, 7) and space.head_channels == 1984
 

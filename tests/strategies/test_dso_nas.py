@@ -17,8 +17,14 @@ from nas_core.io import load_tensors, save_tensors
 from nas_core.spaces import make_space
 from nas_core.spaces.dso.latency import DSOLatencyTable
 from nas_core.strategies import StrategyError, create_strategy
-from nas_core.strategies.dso_nas import (APGNAG, apg_momentum, apg_nag_update, budget_gamma, latency_gamma,
-                                        soft_threshold)
+from nas_core.strategies.dso_nas import (
+    APGNAG,
+    apg_momentum,
+    apg_nag_update,
+    budget_gamma,
+    latency_gamma,
+    soft_threshold,
+)
 from tests.train.one_thread import one_thread  # noqa: F401
 
 SPACE = {"levels": 2, "stages": 2, "blocks_per_stage": 1, "init_channels": 4}

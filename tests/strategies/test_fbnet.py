@@ -23,7 +23,9 @@ CONFIG = {"epochs": 3, "warmup_epochs": 1, "batch_size": 16, "theta_lr": 0.1}
 
 def tiny_datasets() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
     g = torch.Generator().manual_seed(0)
-    make = lambda n: TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
+    def make(n: int) -> TensorDataset:
+        return TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.randint(0, 10, (n,), generator=g))
+
     return make(32), make(16), make(16)
 
 

@@ -15,10 +15,16 @@ from torch.nn import functional as F
 from nas_core.spaces.cell import KINDS, NUM_EDGES, ZERO, edge_index, op_set
 from nas_core.strategies import StrategyError, create_strategy
 from nas_core.strategies.stacnas import StacNasConfig
-from nas_core.strategies.stacnas_clustering import (PUBLISHED_GROUPS, OpGroup, candidate_ops, cluster_ops,
-                                                    gradient_confusion, mean_confusion, operator_correlation,
-                                                    published_groups)
+from nas_core.strategies.stacnas_clustering import (
+    PUBLISHED_GROUPS,
+    OpGroup,
+    candidate_ops,
+    cluster_ops,
+    operator_correlation,
+    published_groups,
+)
 from nas_core.supernet.cell import MixWeights, SearchNetwork
+from nas_core.train.confusion import gradient_confusion, mean_confusion
 from tests.train.one_thread import one_thread  # noqa: F401
 
 THRESHOLD = StacNasConfig().cluster_threshold

@@ -1,16 +1,15 @@
 """A tiny project for stage tests: digits splits written by the subset
-stage's code, params shrunk to seconds (every registered strategy cut to 2
-epochs, DC-NAS to a few architectures), and a StageContext factory logging
-to a temporary sqlite MLflow store, fanning out in order."""
+stage's code (tasks.project), params shrunk to seconds (every registered
+strategy cut to 2 epochs, DC-NAS to a few architectures), and a
+StageContext logging to a temporary sqlite MLflow store, fanning out in
+order."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from nas_core.config import Params, load_params, validate_params
-from nas_core.data import load_source, make_splits, write_splits
-from tasks.context import StageContext
+from tasks import project
+from tasks.project import stage_context
 from tasks.tracking import RunLogger
 from tests.conftest import REPO
 
@@ -60,22 +59,7 @@ def tiny_params(**sections: dict) -> Params:
 
 def make_project(root: Path, params: Params) -> Path:
     """data/ (a link to the repo's digits) and the subset stage's splits."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "data").symlink_to(REPO / "data")
-    source = load_source(params.data, root)
-    splits = make_splits(source.train_targets, source.test_targets, params.data, params.subset, params.runtime.seed)
-    write_splits(splits, source, root / "artifacts" / "subset", params.runtime.seed)
-    return root
-
-
-def stage_context(root: Path, params: Params, stage: str, parent: RunLogger | None = None) -> StageContext:
-    """The context the runner would build (output written in place)."""
-    out = root / "artifacts" / stage
-    out.mkdir(parents=True, exist_ok=True)
-    if parent is None:
-        parent = RunLogger.start(f"sqlite:///{root}/mlflow.db", "tests", "pipeline", root)
-    log = parent.child(f"stage:{stage}")
-    return StageContext(stage, root, params, out, torch.device("cpu"), log)
+    return project.make_project(root, params, REPO / "data")
 
 
 def run_stage(root: Path, params: Params, module, name: str, parent: RunLogger | None = None):

@@ -10,8 +10,8 @@ from flows.fanout import fan_out
 from nas_core.config import RuntimeConfig
 from nas_core.spaces import make_space
 from nas_core.strategies.multi_trial import TrialRequest
-from tasks.evaluate import evaluate_cluster
 from tasks.placement import threads_per_task
+from tasks.stages.evaluate import evaluate_cluster
 from tasks.trials import TrialJob
 from tests.tasks.stage_project import make_project, tiny_params
 

@@ -22,10 +22,10 @@ from mlflow.tracking import MlflowClient
 from nas_core.config import RuntimeConfig
 from nas_core.spaces import make_space
 from nas_core.train.fit import FitSettings
-from tasks import evaluate, retrain
 from tasks.context import in_order
 from tasks.dcnas_train import TrainJob, log_history, train_candidate
 from tasks.live import EpochReporter, LiveRun, progress_line
+from tasks.stages import evaluate, retrain
 from tasks.tracking import RunLogger
 from tests.conftest import REPO, fd2_to
 from tests.tasks.live_gate import GatedLive

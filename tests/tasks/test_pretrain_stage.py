@@ -14,8 +14,8 @@ import torch
 from nas_core.data import DataError
 from nas_core.spaces.layerwise import FBNET_OP_NAMES
 from nas_core.train import list_checkpoints, load_checkpoint
-from tasks import pretrain, search
 from tasks.nas import OWNER_FILE, keep_one_owner
+from tasks.stages import pretrain, search
 from tests.tasks.stage_project import make_project, stage_context, tiny_params
 from tests.train.one_thread import one_thread  # noqa: F401
 

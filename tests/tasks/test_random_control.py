@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from tasks.retrain import dcnas_budget, random_budget
+from tasks.stages.retrain import dcnas_budget, random_budget
 from tests.tasks.stage_project import tiny_params
 
 

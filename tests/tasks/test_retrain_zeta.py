@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from nas_core.spaces import make_space
 from nas_core.spaces.export import load_network
-from tasks import retrain
+from tasks.stages import retrain
 from tests.tasks.stage_project import make_project, run_stage, tiny_params
 from tests.train.one_thread import one_thread  # noqa: F401
 

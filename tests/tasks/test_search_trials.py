@@ -16,8 +16,8 @@ import time
 import pytest
 import torch
 
-import tasks.pretrain
-import tasks.search
+import tasks.stages.pretrain
+import tasks.stages.search
 from flows.fanout import fan_out
 from nas_core.evaluators import EvalData, create_evaluator
 from nas_core.evaluators.supernet import path_forward
@@ -39,7 +39,7 @@ def rows(root):
 def uninterrupted(tmp_path_factory):
     params = tiny_params(**RANDOM)
     root = make_project(tmp_path_factory.mktemp("whole") / "project", params)
-    metrics, _ = run_stage(root, params, tasks.search, "search")
+    metrics, _ = run_stage(root, params, tasks.stages.search, "search")
     return root, params, metrics
 
 
@@ -61,10 +61,10 @@ KILLED_RUN = textwrap.dedent("""
     import sys
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    import tasks.search
+    import tasks.stages.search
     from tests.tasks.stage_project import run_stage, tiny_params
     params = tiny_params(**{settings!r})
-    run_stage(Path({root!r}), params, tasks.search, "search")
+    run_stage(Path({root!r}), params, tasks.stages.search, "search")
 """)
 
 
@@ -84,7 +84,7 @@ def test_sigkill_mid_search_then_rerun_ends_with_the_uninterrupted_table(uninter
     proc.wait()
     done_before = len(rows(root))
     assert 2 <= done_before < 8, "the kill should land mid-search"
-    metrics, _ = run_stage(root, params, tasks.search, "search")
+    metrics, _ = run_stage(root, params, tasks.stages.search, "search")
     assert rows(root) == rows(uninterrupted[0])
     assert metrics["best_score"] == uninterrupted[2]["best_score"]
 
@@ -99,7 +99,7 @@ def test_thread_pool_and_dask_local_cluster_give_the_same_trial_table(tmp_path, 
         root = make_project(tmp_path / runner["task_runner"] / "project", params)
         ctx = stage_context(root, params, "search")
         ctx.fan_out = fan_out
-        tasks.search.run(params, ctx)
+        tasks.stages.search.run(params, ctx)
         ctx.log.end("FINISHED")
         tables.append(rows(root))
     assert tables[0] == tables[1] and len(tables[0]) == 6
@@ -112,14 +112,14 @@ def pretrained(tmp_path_factory):
     params = tiny_params(search={"strategy": "random", "space": "layerwise"},
                          strategies={"random": {"evaluator": "supernet", "trials": 4, "budget": None}})
     root = make_project(tmp_path_factory.mktemp("shared") / "project", params)
-    run_stage(root, params, tasks.pretrain, "pretrain")
+    run_stage(root, params, tasks.stages.pretrain, "pretrain")
     return root, params
 
 
 def test_supernet_evaluator_scores_a_path_with_the_pretrained_weights(pretrained):
     root, params = pretrained
     ctx = stage_context(root, params, "search")
-    space, trainer, _ = restored(params, ctx)
+    space, trainer = restored(params, ctx)
     assert trainer.name == "fbnet"
     supernet = trainer.supernet.eval()
     genotype = space.random(__import__("numpy").random.default_rng(0))
@@ -138,7 +138,7 @@ def test_supernet_evaluator_scores_a_path_with_the_pretrained_weights(pretrained
 
 def test_random_search_with_the_supernet_evaluator_through_the_stage(pretrained):
     root, params = pretrained
-    metrics, _ = run_stage(root, params, tasks.search, "search")
+    metrics, _ = run_stage(root, params, tasks.stages.search, "search")
     assert metrics["trials"] == 4 and 0.0 <= metrics["best_score"] <= 1.0
     tables = dict(json.loads((root / "artifacts" / "search" / "summary.json").read_text()))
     assert tables["strategy"] == "random" and tables["space"] == "layerwise"
@@ -150,11 +150,11 @@ def test_dcnas_runs_on_a_multi_trial_search_and_scores_clusters_with_a_proxy(pre
     on that supernet, the evaluate stage scores each cluster's candidates
     with the zero-cost evaluator, and retrain trains the picks and the
     search's best trial."""
-    import tasks.dcnas_cluster
-    import tasks.dcnas_features
-    import tasks.dcnas_sample
-    import tasks.evaluate
-    import tasks.retrain
+    import tasks.stages.dcnas_cluster
+    import tasks.stages.dcnas_features
+    import tasks.stages.dcnas_sample
+    import tasks.stages.evaluate
+    import tasks.stages.retrain
     from nas_core.config import validate_params
 
     root, params = pretrained
@@ -162,15 +162,15 @@ def test_dcnas_runs_on_a_multi_trial_search_and_scores_clusters_with_a_proxy(pre
     raw["evaluate"]["evaluator"] = "zero_cost"
     raw["retrain"]["random_control"] = True
     params = validate_params(raw)
-    run_stage(root, params, tasks.search, "search")
-    for name, module in (("dcnas_sample", tasks.dcnas_sample), ("dcnas_features", tasks.dcnas_features),
-                         ("dcnas_cluster", tasks.dcnas_cluster), ("evaluate", tasks.evaluate)):
+    run_stage(root, params, tasks.stages.search, "search")
+    for name, module in (("dcnas_sample", tasks.stages.dcnas_sample), ("dcnas_features", tasks.stages.dcnas_features),
+                         ("dcnas_cluster", tasks.stages.dcnas_cluster), ("evaluate", tasks.stages.evaluate)):
         metrics, _ = run_stage(root, params, module, name)
     picks = json.loads((root / "artifacts" / "evaluate" / "representatives.json").read_text())
     assert picks["evaluator"] == "zero_cost"
     assert all("proxy_naswot" in c and c["score"] == c["proxy_naswot"] for p in picks["clusters"]
                for c in p["candidates"])
-    metrics, _ = run_stage(root, params, tasks.retrain, "retrain")
+    metrics, _ = run_stage(root, params, tasks.stages.retrain, "retrain")
     best = json.loads((root / "artifacts" / "search" / "genotype.json").read_text())
     chosen = json.loads((root / "artifacts" / "retrain" / "chosen.json").read_text())
     assert chosen["baseline"]["label"] == make_label(params, best)

@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from nas_core.train import (CorruptCheckpointError, CorruptCheckpointWarning, latest_good_checkpoint,
-                            list_checkpoints, load_checkpoint, resume_state, save_checkpoint)
+from nas_core.train import (
+    CorruptCheckpointError,
+    CorruptCheckpointWarning,
+    latest_good_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    resume_state,
+    save_checkpoint,
+)
 from nas_core.train.checkpoint import rng_state, set_rng_state
 
 

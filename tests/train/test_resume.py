@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fbnet_entry import FINGERPRINT, NanAfter, make_strategy, tiny_datasets
+
+from nas_core.train import CorruptCheckpointWarning, list_checkpoints, load_checkpoint, run_resumable
 from nas_core.train.loop import NonFiniteLossError
-from nas_core.train import (CorruptCheckpointWarning, list_checkpoints, load_checkpoint, run_resumable)
 
 EPOCHS = 4
 ENTRY = Path(__file__).with_name("fbnet_entry.py")
@@ -68,7 +68,8 @@ def test_resume_after_half_the_epochs_is_bit_identical(reference: Path, tmp_path
     assert_same_final_state(reference, tmp_path)
 
 
-def test_corrupt_checkpoint_is_reported_and_training_restarts_from_the_previous(reference: Path, tmp_path: Path) -> None:
+def test_corrupt_checkpoint_is_reported_and_training_restarts_from_the_previous(reference: Path,
+                                                                                 tmp_path: Path) -> None:
     with pytest.raises(Killed):
         train(tmp_path, [KillAfter(3)])
     path = tmp_path / "epoch_003.pt"

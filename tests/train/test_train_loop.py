@@ -6,8 +6,8 @@ import torch
 from torch.utils.data import TensorDataset
 
 from nas_core.spaces import make_space
-from nas_core.train.loop import NonFiniteLossError
 from nas_core.train import evaluate, make_loader, reseed, train_one_epoch
+from nas_core.train.loop import NonFiniteLossError
 
 
 @pytest.fixture
@@ -19,7 +19,8 @@ def batch() -> TensorDataset:
 def test_a_child_network_from_a_genotype_trains(batch: TensorDataset) -> None:
     torch.manual_seed(0)
     space = make_space("layerwise", {"preset": "digits"}, (1, 8, 8), 10)
-    genotype = {"space": "layerwise", "preset": "digits", "ops": ["k3_e3", "k5_e1_g2", "skip", "k3_e6", "k5_e3", "k3_e1"]}
+    genotype = {"space": "layerwise", "preset": "digits",
+                "ops": ["k3_e3", "k5_e1_g2", "skip", "k3_e6", "k5_e3", "k3_e1"]}
     net = space.build_network(space.genotype_from_dict(genotype))
     loader = make_loader(batch, 32, shuffle=False)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)

@@ -11,7 +11,7 @@ on identity ops); the auxiliary head of the DARTS evaluation is not built.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 from torch import nn

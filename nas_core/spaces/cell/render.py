@@ -37,7 +37,7 @@ def _render(panels: list[Panel], path: Path) -> Path:
     return _render_matplotlib(panels, path)
 
 
-def _node_label(n: int) -> str:
+def node_label(n: int) -> str:
     return {0: "c_k-2", 1: "c_k-1"}.get(n, f"n{n - NUM_INPUTS}")
 
 
@@ -47,9 +47,11 @@ def _render_graphviz(panels: list[Panel], path: Path) -> Path:
     g = graphviz.Digraph(format="png", graph_attr={"rankdir": "LR"})
     for p, (title, cell, concat) in enumerate(panels):
         with g.subgraph(name=f"cluster_{p}", graph_attr={"label": title}) as sub:
-            name = lambda n: f"{p}_{n}"  # noqa: E731 - node ids unique per panel
+            def name(n: object, panel: int = p) -> str:  # node ids unique per panel
+                return f"{panel}_{n}"
+
             for n in {0, 1, *range(NUM_INPUTS, NUM_INPUTS + NUM_NODES)}:
-                sub.node(name(n), _node_label(n))
+                sub.node(name(n), node_label(n))
             sub.node(name("out"), "c_k")
             for i, (op, src) in enumerate(cell):
                 sub.edge(name(src), name(NUM_INPUTS + i // NUM_INPUTS), label=op)
@@ -87,7 +89,7 @@ def _draw_cell(ax: Any, cell: Cell, concat: Sequence[int], title: str) -> None:
     labels = {0: "c_k-2", 1: "c_k-1", "out": "c_k"}
     for node, (x, y) in pos.items():
         colour = "#9ecae1" if node in (0, 1) else "#fdd0a2" if node == "out" else "#e5e5e5"
-        ax.text(x, y, labels.get(node, _node_label(node) if isinstance(node, int) else node),
+        ax.text(x, y, labels.get(node, node_label(node) if isinstance(node, int) else node),
                 ha="center", va="center", fontsize=10,
                 bbox={"boxstyle": "round", "facecolor": colour, "edgecolor": "0.3"})
     ax.set_xlim(-0.5, NUM_NODES + 1.5)
@@ -121,7 +123,7 @@ def plot_cell_probabilities(probabilities: Mapping[str, np.ndarray], op_names: S
     for ax, kind in zip(axes[0], kinds):
         image = ax.imshow(probabilities[kind], cmap="viridis", aspect="auto")  # auto scale: early
         ax.set_xticks(range(len(op_names)), op_names, rotation=60, ha="right", fontsize=7)  # tables are flat
-        ax.set_yticks(range(NUM_EDGES), [f"{_node_label(n)} <- {_node_label(s)}" for n, s in EDGES], fontsize=7)
+        ax.set_yticks(range(NUM_EDGES), [f"{node_label(n)} <- {node_label(s)}" for n, s in EDGES], fontsize=7)
         ax.set_title(f"{title} {kind}".strip())
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()

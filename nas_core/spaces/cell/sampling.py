@@ -28,8 +28,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from nas_core.spaces.base import Progress, SampleResult, index_dtype, sample_in_chunks
-from nas_core.spaces.cell.genotype import (EDGES, KINDS, NODES, NUM_INPUTS, NUM_NODES, ZERO, CellGenotype,
-                                           node_edges)
+from nas_core.spaces.cell.genotype import EDGES, KINDS, NODES, NUM_INPUTS, NUM_NODES, ZERO, CellGenotype, node_edges
 
 PICKS = 2
 HALF_WIDTH = NUM_NODES * PICKS * 2
@@ -104,7 +103,22 @@ def genotype_to_row(genotype: CellGenotype, op_names: Sequence[str]) -> np.ndarr
     return np.array(row, dtype=np.int64)
 
 
-def _tables(probabilities: np.ndarray, op_names: Sequence[str], edge_weights: Optional[np.ndarray]):
+def canonical_tokens(op_names: Sequence[str], bound: int, j: int, prefixes: np.ndarray) -> np.ndarray:
+    """The values (of ``bound``) entry ``j`` of a canonical row may take
+    after ``prefixes`` (n, j): per node (input_a, op_a, input_b, op_b) with
+    input_a < input_b and no op ``none`` (the order :func:`genotype_to_row`
+    writes; the global cell space repeats it per cell)."""
+    vocab = np.arange(bound)
+    field, node = (j % HALF_WIDTH) % 4, NUM_INPUTS + (j % HALF_WIDTH) // 4
+    zero = list(op_names).index(ZERO) if ZERO in op_names else -1
+    if field % 2:
+        return np.broadcast_to(vocab != zero, (len(prefixes), len(vocab))).copy()
+    if field == 0:
+        return np.broadcast_to(vocab < node - 1, (len(prefixes), len(vocab))).copy()
+    return vocab[None, :] > prefixes[:, j - 2][:, None]
+
+
+def edge_tables(probabilities: np.ndarray, op_names: Sequence[str], edge_weights: Optional[np.ndarray]):
     """(edge mass (14,), op CDF over non-zero ops (14, n_nonzero), their op indices)."""
     p = np.asarray(probabilities, dtype=np.float64)
     if p.shape != (len(EDGES), len(op_names)) or not np.isfinite(p).all() or (p < 0).any():
@@ -120,7 +134,7 @@ def _tables(probabilities: np.ndarray, op_names: Sequence[str], edge_weights: Op
     return mass, np.cumsum(ops / sums, axis=1), np.array(nonzero)
 
 
-def _draw_kind(rng: np.random.Generator, mass: np.ndarray, cdf: np.ndarray, nonzero: np.ndarray,
+def draw_kind(rng: np.random.Generator, mass: np.ndarray, cdf: np.ndarray, nonzero: np.ndarray,
                n: int) -> np.ndarray:
     """(n, 16) rows for one cell kind."""
     out = np.empty((n, HALF_WIDTH), dtype=np.int64)
@@ -143,7 +157,7 @@ def sample_cell_archs(probabilities: Mapping[str, np.ndarray], op_names: Sequenc
                       chunk_size: int = SAMPLE_CHUNK, progress: Optional[Progress] = None) -> SampleResult:
     """Draw ``num_samples`` cell genotypes (see module docstring); unique
     rows (u, 32) and their counts."""
-    tables = {k: _tables(probabilities[k], op_names, None if edge_weights is None else edge_weights[k])
+    tables = {k: edge_tables(probabilities[k], op_names, None if edge_weights is None else edge_weights[k])
               for k in KINDS}
     for kind, (mass, _, _) in tables.items():
         for node in NODES:
@@ -152,7 +166,7 @@ def sample_cell_archs(probabilities: Mapping[str, np.ndarray], op_names: Sequenc
     dtype = index_dtype(max(len(op_names), NUM_INPUTS + NUM_NODES))
 
     def draw(rng: np.random.Generator, n: int) -> np.ndarray:
-        return np.concatenate([_draw_kind(rng, *tables[k], n) for k in KINDS], axis=1).astype(dtype)
+        return np.concatenate([draw_kind(rng, *tables[k], n) for k in KINDS], axis=1).astype(dtype)
 
     return sample_in_chunks(draw, num_samples, seed, chunk_size, progress)
 

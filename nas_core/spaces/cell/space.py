@@ -25,8 +25,18 @@ from nas_core.cost import module_cost
 from nas_core.sections import Section
 from nas_core.spaces.base import SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables
 from nas_core.spaces.cell import render, sampling
-from nas_core.spaces.cell.genotype import (OP_SETS, EDGES, KINDS, NODES, NUM_INPUTS, SPACE_NAME, ZERO, CellGenotype,
-                                           did_you_mean, op_set)
+from nas_core.spaces.cell.genotype import (
+    EDGES,
+    KINDS,
+    NODES,
+    NUM_INPUTS,
+    OP_SETS,
+    SPACE_NAME,
+    ZERO,
+    CellGenotype,
+    did_you_mean,
+    op_set,
+)
 from nas_core.spaces.cell.network import CellNetwork
 from nas_core.spaces.cell.ops import CELL_OPS
 
@@ -59,6 +69,8 @@ class CellConfig(Section):
 class CellSpace(SearchSpace):
     """The cell space for one op set and data shape; ``input_hw`` is the
     image size the cost is measured on."""
+
+    family = "cell"
 
     name = SPACE_NAME
     Config = CellConfig
@@ -157,6 +169,10 @@ class CellSpace(SearchSpace):
 
     def encoding_bounds(self) -> np.ndarray:
         return sampling.row_bounds(len(self.op_names))
+
+    def allowed_tokens(self, position: int, prefixes: np.ndarray) -> np.ndarray:
+        bound = int(self.encoding_bounds()[position])
+        return sampling.canonical_tokens(self.op_names, bound, position, prefixes)
 
     def encode(self, genotype: CellGenotype) -> np.ndarray:
         self.check(genotype)

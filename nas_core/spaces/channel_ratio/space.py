@@ -26,10 +26,10 @@ import torch
 from pydantic import Field, field_validator
 
 from nas_core.sections import CrossFieldError, Section
-from nas_core.spaces.base import (SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables)
+from nas_core.spaces.base import SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables
 from nas_core.spaces.channel_ratio import plots
-from nas_core.spaces.layer_tables import eq9_scores, layers_table, sample_layers, uniform_table
 from nas_core.spaces.channel_ratio.network import ChannelRatioNet, analytic_cost, init_weights
+from nas_core.spaces.layer_tables import eq9_scores, layers_table, sample_layers, uniform_table
 
 NUM_LAYERS = 6
 SECTION = "spaces.channel_ratio"
@@ -94,6 +94,8 @@ class ChannelRatioSpace(SearchSpace):
     plus enumeration (``size``, ``enumerate``, ``genotype_at``, ``index_of``),
     the ablation's draw of distinct architectures (``sample_distinct``) and
     ``widths``."""
+
+    family = "channel_ratio"
 
     base_widths: tuple[int, ...]
     ratios: tuple[float, ...]

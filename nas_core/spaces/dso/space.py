@@ -90,6 +90,8 @@ class DSOConfig(Section):
 class DSOSpace(SearchSpace):
     """The space for one config and data shape (module docstring)."""
 
+    family = "dso"
+
     levels: int
     ops: tuple[str, ...]
     stages: int

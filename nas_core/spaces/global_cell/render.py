@@ -11,7 +11,7 @@ from typing import Sequence
 
 from nas_core.io import atomic_path
 from nas_core.spaces.cell import NUM_INPUTS
-from nas_core.spaces.cell.render import _node_label
+from nas_core.spaces.cell.render import node_label
 from nas_core.spaces.global_cell.genotype import GlobalCellGenotype
 
 
@@ -29,7 +29,7 @@ def render_global(genotype: GlobalCellGenotype, op_names: Sequence[str], path: s
     for k, cell in enumerate(genotype.cells):
         for i, (op, src) in enumerate(cell):
             grid.add_patch(plt.Rectangle((i, k), 0.95, 0.9, facecolor=colours[op], alpha=0.75))
-            grid.text(i + 0.47, k + 0.45, f"{op}\n<- {_node_label(src)}", ha="center", va="center", fontsize=6)
+            grid.text(i + 0.47, k + 0.45, f"{op}\n<- {node_label(src)}", ha="center", va="center", fontsize=6)
     grid.set_xlim(0, len(genotype.cells[0]))
     grid.set_ylim(depth, 0)
     grid.set_xticks([i + 0.47 for i in range(len(genotype.cells[0]))],

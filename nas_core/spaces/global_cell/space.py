@@ -28,9 +28,20 @@ from torch import nn
 from nas_core.cost import module_cost
 from nas_core.sections import Section
 from nas_core.spaces.base import SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables
-from nas_core.spaces.cell import (CELL_OPS, EDGES, HALF_WIDTH, NODES, NUM_INPUTS, OP_SETS, ZERO, CellGenotype,
-                                  CellSpace, op_set)
+from nas_core.spaces.cell import (
+    CELL_OPS,
+    EDGES,
+    HALF_WIDTH,
+    NODES,
+    NUM_INPUTS,
+    OP_SETS,
+    ZERO,
+    CellGenotype,
+    CellSpace,
+    op_set,
+)
 from nas_core.spaces.cell.genotype import did_you_mean
+from nas_core.spaces.cell.sampling import canonical_tokens
 from nas_core.spaces.global_cell import tables as T
 from nas_core.spaces.global_cell.genotype import SPACE_NAME, GlobalCellGenotype, cell_to_row, row_to_cell
 from nas_core.spaces.global_cell.network import GlobalCellNetwork
@@ -68,6 +79,8 @@ class GlobalCellConfig(Section):
 class GlobalCellSpace(SearchSpace):
     """The global cell space for one op set, depth and data shape;
     ``input_hw`` is the image size the cost is measured on."""
+
+    family = "global_cell"
 
     name = SPACE_NAME
     Config = GlobalCellConfig
@@ -170,6 +183,10 @@ class GlobalCellSpace(SearchSpace):
 
     def encoding_bounds(self) -> np.ndarray:
         return T.global_bounds(len(self.op_names), self.cells)
+
+    def allowed_tokens(self, position: int, prefixes: np.ndarray) -> np.ndarray:
+        bound = int(self.encoding_bounds()[position])
+        return canonical_tokens(self.op_names, bound, position, prefixes)
 
     def encode(self, genotype: GlobalCellGenotype) -> np.ndarray:
         self.check(genotype)

@@ -19,9 +19,10 @@ import numpy as np
 
 from nas_core.spaces.base import Progress, SampleResult, Tables, index_dtype, sample_in_chunks
 from nas_core.spaces.cell import EDGES, HALF_WIDTH, NODES, NUM_INPUTS, NUM_NODES, PICKS, ZERO, node_edges
+
 # the cell space's own helpers: one position is drawn and labelled exactly as one cell there
-from nas_core.spaces.cell.render import _node_label
-from nas_core.spaces.cell.sampling import _draw_kind, _tables, row_bounds
+from nas_core.spaces.cell.render import node_label
+from nas_core.spaces.cell.sampling import draw_kind, edge_tables, row_bounds
 from nas_core.spaces.global_cell.genotype import kind_at
 
 FIELDS = ("input_a", "op_a", "input_b", "op_b")
@@ -105,7 +106,7 @@ def sample_global_archs(ops: np.ndarray, edges: np.ndarray, op_names: Sequence[s
     (u, L * 16) and their counts."""
     layers = []
     for k in range(ops.shape[0]):
-        mass, cdf, nonzero = _tables(ops[k], op_names, edges[k])
+        mass, cdf, nonzero = edge_tables(ops[k], op_names, edges[k])
         for node in NODES:
             if np.count_nonzero(mass[list(node_edges(node))]) < PICKS:
                 raise ValueError(f"global cell tables, cell {k}, node {node}: fewer than {PICKS} incoming "
@@ -114,7 +115,7 @@ def sample_global_archs(ops: np.ndarray, edges: np.ndarray, op_names: Sequence[s
     dtype = index_dtype(max(len(op_names), NUM_INPUTS + NUM_NODES))
 
     def draw(rng: np.random.Generator, n: int) -> np.ndarray:
-        return np.concatenate([_draw_kind(rng, *layer, n) for layer in layers], axis=1).astype(dtype)
+        return np.concatenate([draw_kind(rng, *layer, n) for layer in layers], axis=1).astype(dtype)
 
     return sample_in_chunks(draw, num_samples, seed, progress=progress)
 
@@ -152,7 +153,7 @@ def plot_global_tables(ops: np.ndarray, edges: np.ndarray, op_names: Sequence[st
             continue
         ax.imshow(strength[k], cmap="viridis", aspect="auto")
         ax.set_xticks(range(len(op_names)), op_names, rotation=70, ha="right", fontsize=6)
-        ax.set_yticks(range(len(EDGES)), [f"{_node_label(n)}<-{_node_label(s)}" for n, s in EDGES], fontsize=6)
+        ax.set_yticks(range(len(EDGES)), [f"{node_label(n)}<-{node_label(s)}" for n, s in EDGES], fontsize=6)
         ax.set_title(f"cell {k} ({kind_at(k, num_cells)})", fontsize=8)
     fig.suptitle(title or "edge weight x op probability per cell")
     fig.tight_layout()

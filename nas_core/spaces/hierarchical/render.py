@@ -12,8 +12,15 @@ from typing import Any, Sequence
 import numpy as np
 
 from nas_core.io import atomic_path
-from nas_core.spaces.hierarchical.genotype import (NONE, HierarchicalGenotype, dag_edges, live_edges, motif_name,
-                                                   nodes_of, used_motifs)
+from nas_core.spaces.hierarchical.genotype import (
+    NONE,
+    HierarchicalGenotype,
+    dag_edges,
+    live_edges,
+    motif_name,
+    nodes_of,
+    used_motifs,
+)
 
 COLUMNS = 4
 

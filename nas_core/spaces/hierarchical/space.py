@@ -41,13 +41,30 @@ from pydantic import Field
 
 from nas_core.cost import module_cost
 from nas_core.sections import Section
-from nas_core.spaces.base import (SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables, index_dtype,
-                                  sample_in_chunks)
+from nas_core.spaces.base import (
+    SPACES,
+    GenotypeError,
+    Progress,
+    SampleResult,
+    SearchSpace,
+    Tables,
+    index_dtype,
+    sample_in_chunks,
+)
 from nas_core.spaces.channel_ratio.network import init_weights
 from nas_core.spaces.hierarchical import render
 from nas_core.spaces.hierarchical import tables as token_tables
-from nas_core.spaces.hierarchical.genotype import (IDENTITY, NONE, PRIMITIVES, SPACE_NAME, HierarchicalGenotype,
-                                                   cell_ops, dag_edges, dag_from_triples, motif_name)
+from nas_core.spaces.hierarchical.genotype import (
+    IDENTITY,
+    NONE,
+    PRIMITIVES,
+    SPACE_NAME,
+    HierarchicalGenotype,
+    cell_ops,
+    dag_edges,
+    dag_from_triples,
+    motif_name,
+)
 from nas_core.spaces.hierarchical.network import HierarchicalNet
 from nas_core.spaces.layer_tables import eq9_scores
 
@@ -72,6 +89,8 @@ class HierarchicalConfig(Section):
 @dataclass(frozen=True)
 class HierarchicalSpace(SearchSpace):
     """The space for one config and data shape (C, H, W)."""
+
+    family = "hierarchical"
 
     num_motifs: int
     motif_nodes: int

@@ -61,14 +61,14 @@ from torch import nn
 
 from nas_core.registry import nearest
 from nas_core.sections import Section
-from nas_core.spaces.base import (SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables)
+from nas_core.spaces.base import SPACES, GenotypeError, Progress, SampleResult, SearchSpace, Tables
+from nas_core.spaces.layer_tables import eq9_scores, layers_table, sample_layers, uniform_table
 from nas_core.spaces.layerwise import cost as layer_cost
 from nas_core.spaces.layerwise import plots
 from nas_core.spaces.layerwise.genotype import SPACE_NAME, LayerwiseGenotype
 from nas_core.spaces.layerwise.latency import LatencyTable, load_or_measure
 from nas_core.spaces.layerwise.network import LayerwiseNet
 from nas_core.spaces.layerwise.ops import FBNET_OP_NAMES, OPS
-from nas_core.spaces.layer_tables import eq9_scores, layers_table, sample_layers, uniform_table
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,8 @@ class LayerwiseSpace(SearchSpace):
     """A concrete layer-wise space: the macro-architecture for one input
     shape and class count, the candidate op names (table columns) and,
     once measured, the latency table."""
+
+    family = "layerwise"
 
     name = SPACE_NAME
     Config = LayerwiseConfig

@@ -1,1 +1,0 @@
-../../../../../../nas_core/spaces/channel_ratio/space.py

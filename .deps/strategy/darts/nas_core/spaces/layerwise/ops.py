@@ -1,1 +1,0 @@
-../../../../../../nas_core/spaces/layerwise/ops.py

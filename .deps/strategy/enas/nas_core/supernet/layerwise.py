@@ -1,1 +1,0 @@
-../../../../../nas_core/supernet/layerwise.py

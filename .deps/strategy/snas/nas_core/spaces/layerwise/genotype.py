@@ -1,1 +1,0 @@
-../../../../../../nas_core/spaces/layerwise/genotype.py
