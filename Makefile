@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test test-kernels test-fast bench ui check list deps docs
+.PHONY: install run test test-kernels test-fast lint bench ui check list deps docs
 
 install: $(STAMP)
 
@@ -36,8 +36,13 @@ NUMERIC_TESTS := tests/strategies/test_nao.py tests/strategies/test_rl_pnas.py t
 	tests/strategies/test_darts.py tests/contracts/test_strategies.py
 
 test: $(STAMP)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-kernels docs
+
+# Ruff's lint rules (pyproject.toml [tool.ruff]); each ignored rule names its reason there.
+lint: $(STAMP)
+	$(BIN)/ruff check nas_core tasks flows tests bench
 
 test-kernels: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERIC_TESTS)

@@ -23,7 +23,7 @@ from nas_core.io import atomic_path, write_text
 from nas_core.spaces import SearchSpace, make_space
 from nas_core.strategies import OneShotStrategy, SearchData, SearchStrategy, SupernetSpec, create_strategy
 from nas_core.strategies.data_parallel import shard_search_data
-from nas_core.train.checkpoint import STATE_FORMAT, list_checkpoints, load_checkpoint
+from nas_core.train.checkpoint import STATE_FORMAT, latest_good_checkpoint, list_checkpoints, load_checkpoint
 from tasks.context import StageContext
 
 CHECKPOINTS = "checkpoints"
@@ -144,16 +144,17 @@ def pretrain_checkpoints(ctx: StageContext) -> list[tuple[int, Path]]:
 
 
 def final_checkpoint(ctx: StageContext, strategy: OneShotStrategy) -> Path:
-    """The newest pretrain checkpoint's path, which must be the last epoch."""
+    """The newest good pretrain checkpoint's path (a corrupt one is skipped
+    and renamed, nas_core.train.checkpoint), which must be the last epoch."""
     directory = ctx.artifacts("pretrain") / CHECKPOINTS
-    found = list_checkpoints(directory)
-    if not found:
+    found = latest_good_checkpoint(directory)
+    if found is None:
         raise DataError(f"{directory}: no supernet checkpoint; run `nasflow stage pretrain` first")
-    epoch, path = found[-1]
+    epoch = found[0]
     if epoch != strategy.num_epochs():
-        raise DataError(f"{directory}: newest checkpoint is epoch {epoch} of {strategy.num_epochs()}; "
+        raise DataError(f"{directory}: newest good checkpoint is epoch {epoch} of {strategy.num_epochs()}; "
                         "rerun the pretrain stage")
-    return path
+    return dict(list_checkpoints(directory))[epoch]
 
 
 def supernet_spec(params: Params, ctx: StageContext, space: SearchSpace) -> SupernetSpec:

@@ -164,7 +164,7 @@ def stage_jobs(tmp_path_factory):
     the single-process features they must reproduce."""
     from nas_core.spaces import make_space
     from nas_core.spaces.layerwise import flops_latency_table
-    from nas_core.strategies import create_strategy
+    from nas_core.strategies import SupernetSpec, create_strategy
     from nas_core.train.checkpoint import load_checkpoint, save_checkpoint
     from nas_core.train.loop import make_loader
     from tasks.stages.dcnas_features import CheckpointSet, FeatureJob, ProbeSet
@@ -189,7 +189,7 @@ def stage_jobs(tmp_path_factory):
                                      make_loader(probe_split, PROBE[1], shuffle=False), CPU)
     trie = supernet_trie(strategy.supernet, rows)
     ranges = partition_rows(trie, 2)
-    spec = CheckpointSet("fbnet", config, space, 0, paths[-1], tuple(paths))
+    spec = CheckpointSet(SupernetSpec("fbnet", config, paths[-1], 0), space, tuple(paths))
     probe = ProbeSet(params.data, str(root), str(root / "artifacts" / "subset"), PROBE[1])
     jobs = [FeatureJob(trie.rows[lo:hi], spec, probe, "running", "batched", BatchLimits(),
                        live=LiveRun(None, None, f"features-part{i:03d}", len(paths), stage="dcnas_features"))
