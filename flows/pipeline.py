@@ -89,11 +89,14 @@ def prefect_api_url() -> str:
 def write_overrides(params_file: Path, overrides: dict[str, Any]) -> None:
     """Validate the merged params, then write them (atomically) so DVC sees
     every change; the file is untouched when validation fails. A round-trip
-    YAML writer keeps the file's comments and key order."""
+    YAML writer keeps the file's comments and key order, and writes None
+    as ``null`` as the file does (ruamel's default leaves the value empty)."""
     from ruamel.yaml import YAML
 
     read_params_file(params_file)  # clear errors for a missing or malformed file
     round_trip = YAML()
+    round_trip.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
     raw = apply_overrides(round_trip.load(params_file.read_text()), overrides)
     validate_params(raw, source=f"{params_file} with overrides")
     with atomic_path(params_file) as tmp, open(tmp, "w") as f:

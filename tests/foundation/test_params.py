@@ -96,3 +96,14 @@ def test_overriding_the_strategy_moves_the_space_to_one_it_searches():
 def test_missing_params_file_named(tmp_path, capsys):
     assert main(["check", "--params", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: params file not found" in capsys.readouterr().err
+
+
+def test_an_override_rewrites_only_its_value_and_keeps_nulls_and_comments(tmp_path):
+    from flows.pipeline import write_overrides
+
+    original = (REPO / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(original)
+    write_overrides(path, {"ablation.repeats": 3})
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines()) if a != b]
+    assert len(changed) == 1 and "repeats: 3" in changed[0][1] and "# R independent" in changed[0][1]
