@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
 from ruamel.yaml import YAML
+
+from nas_core.io import atomic_dir, write_text
 
 PACKAGES = ("nas_core", "tasks", "flows")
 LINKS = Path(".deps")
@@ -113,9 +115,16 @@ class ImportGraph:
     root: Path
     plugins: frozenset[Path]
     aggregators: frozenset[Path]
+    _parsed: dict[Path, dict[Path, bool]] = field(default_factory=dict)
 
     def imports(self, path: Path) -> dict[Path, bool]:
-        """The files ``path`` imports -> whether to follow their imports."""
+        """The files ``path`` imports -> whether to follow their imports
+        (each file parsed once per graph)."""
+        if path not in self._parsed:
+            self._parsed[path] = self._read_imports(path)
+        return self._parsed[path]
+
+    def _read_imports(self, path: Path) -> dict[Path, bool]:
         found: dict[Path, bool] = {}
         for name, explicit in _imported_names(path, self.root):
             file = _module_file(self.root, name) if name.split(".")[0] in PACKAGES else None
@@ -201,20 +210,20 @@ class CodeDeps:
         roots = [self.root / "tasks" / "stages" / f"{stage}.py", *(self.root / r for r in STAGE_ROOTS)]
         return self.graph.closure(roots)
 
+    @cached_property
     def strategy_core(self) -> set[Path]:
         """What every strategy's closure holds (listed in dvc.yaml itself)."""
         return set.intersection(*(self.strategy_closure(n) for n in self.strategies))
 
+    @cached_property
     def space_core(self) -> set[Path]:
         return set.intersection(*(self.space_closure(n) for n in self.spaces))
 
     def links(self) -> dict[str, list[str]]:
         """``.deps/<kind>/<name>`` -> the repo paths it mirrors: the closure
         less what every strategy (space) imports."""
-        core = self.strategy_core()
-        out = {f"strategy/{n}": self.rel(self.strategy_closure(n) - core) for n in self.strategies}
-        core = self.space_core()
-        out.update({f"space/{n}": self.rel(self.space_closure(n) - core) for n in self.spaces})
+        out = {f"strategy/{n}": self.rel(self.strategy_closure(n) - self.strategy_core) for n in self.strategies}
+        out.update({f"space/{n}": self.rel(self.space_closure(n) - self.space_core) for n in self.spaces})
         return out
 
 
@@ -234,9 +243,9 @@ def stage_code_deps(deps: CodeDeps, stage: str, params: list) -> list[str]:
     keys = _keys(params)
     files, links = deps.stage_closure(stage), []
     if any(k in STRATEGY_KEYS or k.startswith("strategies.") for k in keys):
-        files, links = files | deps.strategy_core(), [*links, STRATEGY_DEP]
+        files, links = files | deps.strategy_core, [*links, STRATEGY_DEP]
     if any(k in SPACE_KEYS for k in keys):
-        files, links = files | deps.space_core(), [*links, SPACE_DEP]
+        files, links = files | deps.space_core, [*links, SPACE_DEP]
     return [*deps.rel(files), *links]
 
 
@@ -273,17 +282,15 @@ def current_links(root: Path) -> dict[str, list[str]]:
 
 
 def write_links(root: Path, wanted: dict[str, list[str]]) -> None:
+    """``.deps`` replaced whole by ``wanted`` (staged beside it, at the same
+    depth, so the relative link targets hold once it is renamed)."""
     base = root / LINKS
-    staging = root / f"{LINKS}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    for folder, files in wanted.items():
-        for rel in files:
-            link = staging / folder / rel
-            link.parent.mkdir(parents=True, exist_ok=True)
-            target = os.path.relpath(root / rel, (base / folder / rel).parent)
-            link.symlink_to(target)
-    shutil.rmtree(base, ignore_errors=True)
-    staging.rename(base)
+    with atomic_dir(base) as staging:
+        for folder, files in wanted.items():
+            for rel in files:
+                link = staging / folder / rel
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(os.path.relpath(root / rel, (base / folder / rel).parent))
 
 
 def stale(root: Path) -> list[str]:
@@ -292,8 +299,9 @@ def stale(root: Path) -> list[str]:
     problems = []
     for name in PIPELINES:
         path = root / name
-        if path.is_file() and render_pipeline(deps, path) != path.read_text():
-            problems += [f"{name}: stage {line}" for line in _deps_diff(path, render_pipeline(deps, path))]
+        wanted_text = render_pipeline(deps, path) if path.is_file() else None
+        if wanted_text is not None and wanted_text != path.read_text():
+            problems += [f"{name}: stage {line}" for line in _deps_diff(path, wanted_text)]
     wanted, have = deps.links(), current_links(root)
     for folder in sorted(set(wanted) | set(have)):
         missing = sorted(set(wanted.get(folder, [])) - set(have.get(folder, [])))
@@ -325,9 +333,7 @@ def write(root: Path) -> list[str]:
         if path.is_file():
             text = render_pipeline(deps, path)
             if text != path.read_text():
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text(text)
-                tmp.replace(path)
+                write_text(path, text)
                 changed.append(name)
     wanted = deps.links()
     if wanted != current_links(root):
